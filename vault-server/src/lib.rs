@@ -1,0 +1,3 @@
+//! The credential vault server.
+
+pub mod crypto;
