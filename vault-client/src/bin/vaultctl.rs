@@ -1,1 +1,306 @@
-fn main(){}
+//! `vaultctl`: the operator's and developer's command line for the vault.
+//!
+//! One subcommand per API call, plus `gen-key`. Secrets are never taken as
+//! arguments (they would show in `ps` and shell history): `store` and
+//! `update --secret` read them from standard input, or prompt without echo on
+//! a terminal.
+
+use std::io::{self, IsTerminal as _, Read as _, Write as _};
+use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::ExposeSecret as _;
+use vault_client::{Credential, OdooConnection, Purpose, VaultClient};
+use vault_proto::v1::credential_fields::Kind;
+use zeroize::Zeroizing;
+
+/// Command line of the credential vault.
+#[derive(Debug, Parser)]
+#[command(name = "vaultctl", version, about)]
+struct Cli {
+    /// Address of the vault server.
+    #[arg(long, global = true, env = "VAULT_ADDR", default_value = "http://127.0.0.1:7400")]
+    addr: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a new random key in Fernet's format (what Python's
+    /// `Fernet.generate_key()` prints), or a whole keyring file with --keyring.
+    GenKey {
+        /// Print a complete one-key keyring file instead of a bare key.
+        #[arg(long)]
+        keyring: bool,
+    },
+    /// Store a new Odoo connection; the password is read from standard input.
+    Store {
+        #[command(flatten)]
+        user: UserArg,
+        #[command(flatten)]
+        odoo: OdooArgs,
+    },
+    /// Change a credential's connection fields and/or its password.
+    Update {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// New base URL (give all three connection fields to change them).
+        #[arg(long, requires_all = ["database", "username"])]
+        url: Option<String>,
+        /// New database name.
+        #[arg(long, requires_all = ["url", "username"])]
+        database: Option<String>,
+        /// New login.
+        #[arg(long, requires_all = ["url", "database"])]
+        username: Option<String>,
+        /// Also replace the password, read from standard input.
+        #[arg(long)]
+        secret: bool,
+    },
+    /// Show one credential (never its password).
+    Get {
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// List a user's credentials (never their passwords).
+    List {
+        #[command(flatten)]
+        user: UserArg,
+    },
+    /// Decrypt a credential's password and print it on standard output.
+    Decrypt {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Why the password is needed.
+        #[arg(long, value_enum)]
+        purpose: PurposeArg,
+    },
+    /// Delete one credential for good.
+    Delete {
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Delete every credential of a user.
+    Erase {
+        #[command(flatten)]
+        user: UserArg,
+    },
+}
+
+#[derive(Debug, Args)]
+struct UserArg {
+    /// The user that owns the credentials.
+    #[arg(long = "user")]
+    user_id: String,
+}
+
+#[derive(Debug, Args)]
+struct TargetArgs {
+    #[command(flatten)]
+    user: UserArg,
+    /// The credential's id, as `store` or `list` printed it.
+    #[arg(long = "id")]
+    credential_id: String,
+}
+
+#[derive(Debug, Args)]
+struct OdooArgs {
+    /// Base URL of the Odoo instance (http or https).
+    #[arg(long)]
+    url: String,
+    /// Odoo database name.
+    #[arg(long)]
+    database: String,
+    /// Odoo login.
+    #[arg(long)]
+    username: String,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PurposeArg {
+    /// Testing a newly entered connection once.
+    ConnectionTest,
+    /// A synchronisation run.
+    Sync,
+}
+
+impl From<PurposeArg> for Purpose {
+    fn from(purpose: PurposeArg) -> Self {
+        match purpose {
+            PurposeArg::ConnectionTest => Purpose::ConnectionTest,
+            PurposeArg::Sync => Purpose::Sync,
+        }
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("vaultctl: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::GenKey { keyring } = cli.command {
+        return gen_key(keyring);
+    }
+    let vault = VaultClient::connect(&cli.addr).await?;
+
+    match cli.command {
+        Command::GenKey { .. } => unreachable!("handled before connecting"),
+        Command::Store { user, odoo } => {
+            let secret = read_secret()?;
+            let odoo = OdooConnection {
+                url: odoo.url,
+                database: odoo.database,
+                username: odoo.username,
+            };
+            let stored = vault.store(&user.user_id, odoo, &secret).await?;
+            print_credential(&stored)?;
+        }
+        Command::Update {
+            target,
+            url,
+            database,
+            username,
+            secret,
+        } => {
+            let odoo = match (url, database, username) {
+                (Some(url), Some(database), Some(username)) => Some(OdooConnection {
+                    url,
+                    database,
+                    username,
+                }),
+                _ => None,
+            };
+            let secret = if secret { Some(read_secret()?) } else { None };
+            let updated = vault
+                .update(
+                    &target.user.user_id,
+                    &target.credential_id,
+                    odoo,
+                    secret.as_ref().map(|s| s.as_slice()),
+                )
+                .await?;
+            print_credential(&updated)?;
+        }
+        Command::Get { target } => {
+            let credential = vault.get(&target.user.user_id, &target.credential_id).await?;
+            print_credential(&credential)?;
+        }
+        Command::List { user } => {
+            let credentials = vault.list(&user.user_id).await?;
+            print_list(&credentials)?;
+        }
+        Command::Decrypt { target, purpose } => {
+            let secret = vault
+                .decrypt(&target.user.user_id, &target.credential_id, purpose.into())
+                .await?;
+            let mut out = io::stdout().lock();
+            out.write_all(secret.expose_secret())?;
+            if out.is_terminal() {
+                writeln!(out)?;
+            }
+            out.flush()?;
+        }
+        Command::Delete { target } => {
+            vault.delete(&target.user.user_id, &target.credential_id).await?;
+            println!("deleted {}", target.credential_id);
+        }
+        Command::Erase { user } => {
+            let deleted = vault.erase(&user.user_id).await?;
+            println!("erased {deleted} credential(s) of {}", user.user_id);
+        }
+    }
+    Ok(())
+}
+
+/// Prints a new Fernet key, or a keyring file holding one as version 1.
+fn gen_key(keyring: bool) -> anyhow::Result<()> {
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    rand::fill(bytes.as_mut_slice());
+    let key = Zeroizing::new(base64::engine::general_purpose::URL_SAFE.encode(bytes.as_slice()));
+
+    let mut out = io::stdout().lock();
+    if keyring {
+        writeln!(out, "# Vault keyring. Keep it secret: it opens every stored credential.")?;
+        writeln!(out, "key 1 {}", key.as_str())?;
+        writeln!(out, "primary 1")?;
+    } else {
+        writeln!(out, "{}", key.as_str())?;
+    }
+    Ok(out.flush()?)
+}
+
+/// Reads a secret: without echo from a terminal, otherwise all of standard
+/// input with one trailing newline removed.
+fn read_secret() -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let stdin = io::stdin();
+    let mut secret = if stdin.is_terminal() {
+        let typed = rpassword::prompt_password("password: ").context("cannot read password")?;
+        Zeroizing::new(typed.into_bytes())
+    } else {
+        let mut buffer = Zeroizing::new(Vec::new());
+        stdin
+            .lock()
+            .read_to_end(&mut buffer)
+            .context("cannot read the secret from standard input")?;
+        buffer
+    };
+    if secret.ends_with(b"\n") {
+        secret.pop();
+        if secret.ends_with(b"\r") {
+            secret.pop();
+        }
+    }
+    Ok(secret)
+}
+
+fn print_credential(credential: &Credential) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "id        {}", credential.id)?;
+    writeln!(out, "user      {}", credential.user_id)?;
+    if let Some(Kind::Odoo(odoo)) = credential.fields.as_ref().and_then(|f| f.kind.as_ref()) {
+        writeln!(out, "kind      odoo")?;
+        writeln!(out, "url       {}", odoo.url)?;
+        writeln!(out, "database  {}", odoo.database)?;
+        writeln!(out, "username  {}", odoo.username)?;
+    }
+    writeln!(out, "created   {}", time_text(credential.created_at.as_ref()))?;
+    writeln!(out, "updated   {}", time_text(credential.updated_at.as_ref()))?;
+    out.flush()
+}
+
+fn print_list(credentials: &[Credential]) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{:<32}  {:<5}  {:<20}  {:<20}  URL", "ID", "KIND", "DATABASE", "USERNAME")?;
+    for credential in credentials {
+        if let Some(Kind::Odoo(odoo)) = credential.fields.as_ref().and_then(|f| f.kind.as_ref()) {
+            writeln!(
+                out,
+                "{:<32}  {:<5}  {:<20}  {:<20}  {}",
+                credential.id, "odoo", odoo.database, odoo.username, odoo.url
+            )?;
+        }
+    }
+    out.flush()
+}
+
+fn time_text(at: Option<&prost_types::Timestamp>) -> String {
+    at.and_then(|at| {
+        let seconds = u64::try_from(at.seconds).ok()?;
+        let at = UNIX_EPOCH + Duration::from_secs(seconds);
+        Some(humantime::format_rfc3339_seconds(at).to_string())
+    })
+    .unwrap_or_else(|| "-".into())
+}

@@ -1,0 +1,41 @@
+//! DecryptCredential: the only call that returns a secret.
+
+use secrecy::ExposeSecret;
+use tracing::{Span, field};
+use vault_proto::v1;
+
+use super::error::ServiceError;
+use super::{VaultService, convert, record_target};
+use crate::crypto::sealing::{OpenError, RecordBinding};
+use crate::store::CredentialStore;
+
+impl<S: CredentialStore> VaultService<S> {
+    /// Opens one credential's secret for the stated purpose.
+    pub(super) async fn decrypt(
+        &self,
+        request: v1::DecryptCredentialRequest,
+    ) -> Result<v1::DecryptCredentialResponse, ServiceError> {
+        let owner = convert::user_id(&request.user_id)?;
+        let id = convert::credential_id(&request.credential_id)?;
+        record_target(&owner, Some(&id));
+        let purpose = convert::purpose(request.purpose)?;
+        Span::current().record("purpose", field::display(purpose.as_str()));
+
+        let record = self.store.get(&owner, &id)?.ok_or(ServiceError::NotFound)?;
+        let binding = RecordBinding { owner: &owner, id: &id };
+        let secret = self
+            .keyring
+            .open(binding, &record.secret)
+            .map_err(|err| match err {
+                OpenError::Integrity => ServiceError::Integrity(id),
+                OpenError::UnknownKeyVersion(version) => ServiceError::MissingKey { id, version },
+            })?;
+
+        // TODO(issue 6): this copy into the response is freed, not wiped,
+        // once tonic has encoded it; wiping it needs a zeroizing codec.
+        Ok(v1::DecryptCredentialResponse {
+            credential_id: id.to_string(),
+            secret: secret.expose_secret().to_vec(),
+        })
+    }
+}

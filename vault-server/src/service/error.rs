@@ -1,0 +1,76 @@
+//! The one place where failures become gRPC statuses.
+//!
+//! Callers get a code and a message that says what to fix, and nothing more:
+//! a credential that belongs to someone else is "not found", exactly like one
+//! that does not exist, and internal failures carry a generic message while
+//! their details go to the server log.
+
+use tonic::{Code, Status};
+
+use crate::credential::{CredentialId, InvalidField};
+use crate::store::StoreError;
+
+/// Message of every NOT_FOUND: the same whether the id is unknown or
+/// belongs to another user.
+pub const NOT_FOUND: &str = "credential not found";
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// A request field was refused.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(#[from] InvalidField),
+    /// No credential with that id for that user.
+    #[error("credential not found")]
+    NotFound,
+    /// The stored token of a credential failed its integrity check.
+    #[error("credential {0}: stored secret failed its integrity check")]
+    Integrity(CredentialId),
+    /// The key version that sealed a credential is not in the keyring.
+    #[error("credential {id}: key version {version} is not in the keyring")]
+    MissingKey {
+        /// The credential.
+        id: CredentialId,
+        /// The version it names.
+        version: u32,
+    },
+    /// Concurrent updates kept winning over this one.
+    #[error("credential kept changing during the update")]
+    Contended,
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ServiceError {
+    /// The status a caller sees.
+    pub fn to_status(&self) -> Status {
+        match self {
+            ServiceError::InvalidArgument(field) => Status::invalid_argument(field.to_string()),
+            ServiceError::NotFound => Status::not_found(NOT_FOUND),
+            ServiceError::Integrity(id) => Status::data_loss(format!(
+                "credential {id}: the stored secret failed its integrity check and cannot be \
+                 decrypted; store it again"
+            )),
+            ServiceError::Contended => Status::aborted(
+                "the credential changed concurrently while updating it; retry the update",
+            ),
+            ServiceError::Store(StoreError::Engine(_)) => {
+                Status::unavailable("storage is unavailable; retry later")
+            }
+            ServiceError::Store(StoreError::Corrupt(_)) => {
+                Status::data_loss("a stored credential is corrupt; an operator must restore it")
+            }
+            ServiceError::MissingKey { .. } => {
+                Status::internal("internal error; see the server log")
+            }
+        }
+    }
+
+    /// Whether an operator should look at this failure.
+    pub fn needs_operator(&self) -> bool {
+        let code = self.to_status().code();
+        matches!(code, Code::Internal | Code::DataLoss | Code::Unavailable)
+    }
+}

@@ -1,0 +1,149 @@
+//! The gRPC service: one module per family of calls.
+//!
+//! - [`write`]: store and update, the calls that seal a secret;
+//! - [`read`]: get and list, which never touch a secret;
+//! - [`decrypt`]: the one call that opens a secret, for a stated purpose;
+//! - [`delete`]: delete one credential, erase a user.
+//!
+//! Each call runs inside a `call` span that carries its operation, user,
+//! credential and purpose, and ends with exactly one log line giving the
+//! outcome and latency. Secrets are never recorded in a span or an event.
+
+mod convert;
+mod decrypt;
+mod delete;
+pub mod error;
+mod read;
+mod write;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tonic::{Request, Response, Status};
+use tracing::{Instrument, Span, field};
+use vault_proto::v1;
+
+use self::error::ServiceError;
+use crate::crypto::keyring::Keyring;
+use crate::store::CredentialStore;
+
+/// The vault's gRPC service over a store `S`.
+#[derive(Debug)]
+pub struct VaultService<S> {
+    store: S,
+    keyring: Arc<Keyring>,
+}
+
+impl<S: CredentialStore> VaultService<S> {
+    /// A service that keeps records in `store` and seals them with `keyring`.
+    pub fn new(store: S, keyring: Arc<Keyring>) -> Self {
+        Self { store, keyring }
+    }
+
+    /// The generated tonic server around this service.
+    pub fn into_server(self) -> v1::vault_server::VaultServer<Self> {
+        v1::vault_server::VaultServer::new(self)
+    }
+}
+
+/// A span for one call of `operation`; the work records the other fields as
+/// it learns them.
+fn call_span(operation: &'static str) -> Span {
+    tracing::info_span!(
+        "call",
+        op = operation,
+        user_id = field::Empty,
+        credential_id = field::Empty,
+        purpose = field::Empty,
+    )
+}
+
+/// Runs one call's work inside `span` and logs its outcome and latency.
+async fn observe<T>(
+    span: Span,
+    work: impl Future<Output = Result<T, ServiceError>>,
+) -> Result<Response<T>, Status> {
+    let started = Instant::now();
+    let result = work.instrument(span.clone()).await;
+    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let _entered = span.enter();
+
+    match result {
+        Ok(reply) => {
+            tracing::info!(outcome = "ok", latency_us, "call finished");
+            Ok(Response::new(reply))
+        }
+        Err(err) => {
+            let status = err.to_status();
+            let outcome = format!("{:?}", status.code());
+            if err.needs_operator() {
+                tracing::error!(outcome, latency_us, error = %err, "call failed");
+            } else {
+                tracing::info!(outcome, latency_us, error = %err, "call refused");
+            }
+            Err(status)
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl<S: CredentialStore> v1::vault_server::Vault for VaultService<S> {
+    async fn store_credential(
+        &self,
+        request: Request<v1::StoreCredentialRequest>,
+    ) -> Result<Response<v1::StoreCredentialResponse>, Status> {
+        observe(call_span("store"), self.store(request.into_inner())).await
+    }
+
+    async fn update_credential(
+        &self,
+        request: Request<v1::UpdateCredentialRequest>,
+    ) -> Result<Response<v1::UpdateCredentialResponse>, Status> {
+        observe(call_span("update"), self.update(request.into_inner())).await
+    }
+
+    async fn get_credential(
+        &self,
+        request: Request<v1::GetCredentialRequest>,
+    ) -> Result<Response<v1::GetCredentialResponse>, Status> {
+        observe(call_span("get"), self.get(request.into_inner())).await
+    }
+
+    async fn list_credentials(
+        &self,
+        request: Request<v1::ListCredentialsRequest>,
+    ) -> Result<Response<v1::ListCredentialsResponse>, Status> {
+        observe(call_span("list"), self.list(request.into_inner())).await
+    }
+
+    async fn decrypt_credential(
+        &self,
+        request: Request<v1::DecryptCredentialRequest>,
+    ) -> Result<Response<v1::DecryptCredentialResponse>, Status> {
+        observe(call_span("decrypt"), self.decrypt(request.into_inner())).await
+    }
+
+    async fn delete_credential(
+        &self,
+        request: Request<v1::DeleteCredentialRequest>,
+    ) -> Result<Response<v1::DeleteCredentialResponse>, Status> {
+        observe(call_span("delete"), self.delete(request.into_inner())).await
+    }
+
+    async fn erase_user(
+        &self,
+        request: Request<v1::EraseUserRequest>,
+    ) -> Result<Response<v1::EraseUserResponse>, Status> {
+        observe(call_span("erase"), self.erase(request.into_inner())).await
+    }
+}
+
+/// Records the caller-visible names of a call on the current span.
+fn record_target(user_id: &impl std::fmt::Display, credential_id: Option<&dyn std::fmt::Display>) {
+    let span = Span::current();
+    span.record("user_id", field::display(user_id));
+    if let Some(id) = credential_id {
+        span.record("credential_id", field::display(id));
+    }
+}

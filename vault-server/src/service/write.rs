@@ -1,0 +1,103 @@
+//! StoreCredential and UpdateCredential: the calls that seal a secret.
+
+use vault_proto::v1;
+
+use super::error::ServiceError;
+use super::{VaultService, convert, record_target};
+use crate::credential::{CredentialId, InvalidField, Record, UnixMillis};
+use crate::crypto::sealing::RecordBinding;
+use crate::store::{CredentialStore, Replaced};
+
+/// How often an update re-reads and retries after losing a race with another
+/// writer before it gives up with ABORTED.
+const UPDATE_ATTEMPTS: usize = 8;
+
+impl<S: CredentialStore> VaultService<S> {
+    /// Seals the secret to a new random id and stores the record.
+    pub(super) async fn store(
+        &self,
+        mut request: v1::StoreCredentialRequest,
+    ) -> Result<v1::StoreCredentialResponse, ServiceError> {
+        let owner = convert::user_id(&request.user_id)?;
+        record_target(&owner, None);
+        let fields = convert::fields(request.fields.take())?
+            .ok_or_else(|| InvalidField::new("fields", "required"))?;
+        let secret = convert::secret(&mut request.secret)?;
+
+        // 128 random bits do not collide in practice; the store refuses to
+        // overwrite anyway, and a fresh id is drawn if it ever does.
+        loop {
+            let id = CredentialId::generate();
+            let now = UnixMillis::now();
+            let record = Record {
+                secret: self.keyring.seal(RecordBinding { owner: &owner, id: &id }, &secret),
+                id,
+                owner: owner.clone(),
+                fields: fields.clone(),
+                created_at: now,
+                updated_at: now,
+            };
+            if self.store.insert(&record).await? {
+                record_target(&owner, Some(&id));
+                return Ok(v1::StoreCredentialResponse {
+                    credential: Some(convert::credential(&record)),
+                });
+            }
+        }
+    }
+
+    /// Replaces the fields and/or the secret of one credential.
+    pub(super) async fn update(
+        &self,
+        mut request: v1::UpdateCredentialRequest,
+    ) -> Result<v1::UpdateCredentialResponse, ServiceError> {
+        let owner = convert::user_id(&request.user_id)?;
+        let id = convert::credential_id(&request.credential_id)?;
+        record_target(&owner, Some(&id));
+        let fields = convert::fields(request.fields.take())?;
+        let secret = request
+            .secret
+            .as_mut()
+            .map(convert::secret)
+            .transpose()?;
+        if fields.is_none() && secret.is_none() {
+            return Err(InvalidField::new("fields, secret", "give at least one to change").into());
+        }
+        // Seal once, up front: the token depends only on the record's
+        // identity, not on what a racing writer may have stored meanwhile.
+        // The plaintext buffer is wiped as soon as it is sealed.
+        let sealed = secret.map(|secret| {
+            self.keyring
+                .seal(RecordBinding { owner: &owner, id: &id }, &secret)
+        });
+
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = self
+                .store
+                .get(&owner, &id)?
+                .ok_or(ServiceError::NotFound)?;
+            let mut updated = current.clone();
+            if let Some(fields) = &fields {
+                if fields.kind() != current.fields.kind() {
+                    return Err(InvalidField::new(
+                        "fields",
+                        format!("a {} credential cannot become {}", current.fields.kind(), fields.kind()),
+                    )
+                    .into());
+                }
+                updated.fields = fields.clone();
+            }
+            if let Some(sealed) = &sealed {
+                updated.secret = sealed.clone();
+            }
+            updated.updated_at = UnixMillis::now().max(current.updated_at);
+
+            if self.store.replace(&current, &updated).await? == Replaced::Done {
+                return Ok(v1::UpdateCredentialResponse {
+                    credential: Some(convert::credential(&updated)),
+                });
+            }
+        }
+        Err(ServiceError::Contended)
+    }
+}

@@ -1,0 +1,225 @@
+//! How a [`Record`] is laid out in storage.
+//!
+//! A stored value is one format byte followed by a protobuf body. The format
+//! byte lets a later version change the body and still read, or migrate,
+//! what earlier versions wrote. The body is this module's own message, not
+//! the API's: the wire API and the disk layout evolve separately.
+//!
+//! Keys are `user_id || 0x00 || credential id (16 bytes)`. A user id never
+//! contains NUL, so `user_id || 0x00` is a prefix that selects exactly one
+//! user's records, in credential id order.
+//!
+//! Decoding re-validates every field, so a value edited on disk is refused
+//! rather than served.
+
+use prost::Message;
+
+use crate::credential::{
+    CredentialId, Fields, InvalidField, OdooConnection, Record, SealedSecret, UnixMillis, UserId,
+};
+use crate::crypto::fernet::Token;
+
+/// The only body format so far.
+const FORMAT_V1: u8 = 1;
+
+/// A stored value that cannot be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The value is empty or starts with an unknown format byte.
+    #[error("unknown record format {0:?}")]
+    UnknownFormat(Option<u8>),
+    /// The body is not valid protobuf.
+    #[error("malformed record body")]
+    Malformed,
+    /// A field holds a value the vault would never have written.
+    #[error("invalid stored field {0}")]
+    Invalid(InvalidField),
+    /// The value names another record than the key it is stored under.
+    #[error("record stored under another record's key")]
+    Misplaced,
+}
+
+/// The key of one record.
+pub fn key(owner: &UserId, id: &CredentialId) -> Vec<u8> {
+    let mut key = owner_prefix(owner);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// The prefix shared by every key of one owner.
+pub fn owner_prefix(owner: &UserId) -> Vec<u8> {
+    let mut prefix = Vec::with_capacity(owner.as_str().len() + 1 + CredentialId::LEN);
+    prefix.extend_from_slice(owner.as_str().as_bytes());
+    prefix.push(0);
+    prefix
+}
+
+/// Encodes a record as a stored value.
+pub fn encode(record: &Record) -> Vec<u8> {
+    let body = RecordV1::from(record);
+    let mut value = Vec::with_capacity(1 + body.encoded_len());
+    value.push(FORMAT_V1);
+    body.encode(&mut value)
+        .expect("a Vec grows to fit any protobuf body");
+    value
+}
+
+/// Decodes a stored value, checking that it belongs under `key`.
+pub fn decode(key: &[u8], value: &[u8]) -> Result<Record, DecodeError> {
+    let record = match value.split_first() {
+        Some((&FORMAT_V1, body)) => {
+            let body = RecordV1::decode(body).map_err(|_| DecodeError::Malformed)?;
+            Record::try_from(body)?
+        }
+        other => return Err(DecodeError::UnknownFormat(other.map(|(format, _)| *format))),
+    };
+    if self::key(&record.owner, &record.id) != key {
+        return Err(DecodeError::Misplaced);
+    }
+    Ok(record)
+}
+
+/// Body of format 1.
+#[derive(Clone, PartialEq, Message)]
+struct RecordV1 {
+    #[prost(bytes = "vec", tag = "1")]
+    id: Vec<u8>,
+    #[prost(string, tag = "2")]
+    owner: String,
+    #[prost(oneof = "FieldsV1", tags = "3")]
+    fields: Option<FieldsV1>,
+    #[prost(uint32, tag = "4")]
+    key_version: u32,
+    #[prost(string, tag = "5")]
+    token: String,
+    #[prost(uint64, tag = "6")]
+    created_at_ms: u64,
+    #[prost(uint64, tag = "7")]
+    updated_at_ms: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum FieldsV1 {
+    #[prost(message, tag = "3")]
+    Odoo(OdooV1),
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct OdooV1 {
+    #[prost(string, tag = "1")]
+    url: String,
+    #[prost(string, tag = "2")]
+    database: String,
+    #[prost(string, tag = "3")]
+    username: String,
+}
+
+impl From<&Record> for RecordV1 {
+    fn from(record: &Record) -> Self {
+        let fields = match &record.fields {
+            Fields::Odoo(odoo) => FieldsV1::Odoo(OdooV1 {
+                url: odoo.url().to_owned(),
+                database: odoo.database().to_owned(),
+                username: odoo.username().to_owned(),
+            }),
+        };
+        Self {
+            id: record.id.as_bytes().to_vec(),
+            owner: record.owner.as_str().to_owned(),
+            fields: Some(fields),
+            key_version: record.secret.key_version,
+            token: record.secret.token.as_str().to_owned(),
+            created_at_ms: record.created_at.0,
+            updated_at_ms: record.updated_at.0,
+        }
+    }
+}
+
+impl TryFrom<RecordV1> for Record {
+    type Error = DecodeError;
+
+    fn try_from(body: RecordV1) -> Result<Self, DecodeError> {
+        let id = <[u8; 16]>::try_from(body.id.as_slice())
+            .map_err(|_| DecodeError::Invalid(InvalidField::new("id", "must be 16 bytes")))?;
+        let owner = UserId::parse("owner", &body.owner).map_err(DecodeError::Invalid)?;
+        let fields = match body.fields {
+            Some(FieldsV1::Odoo(odoo)) => Fields::Odoo(
+                OdooConnection::new(&odoo.url, &odoo.database, &odoo.username)
+                    .map_err(DecodeError::Invalid)?,
+            ),
+            None => return Err(DecodeError::Invalid(InvalidField::new("fields", "missing"))),
+        };
+        if body.token.is_empty() {
+            return Err(DecodeError::Invalid(InvalidField::new("token", "missing")));
+        }
+        Ok(Record {
+            id: CredentialId::from_bytes(id),
+            owner,
+            fields,
+            secret: SealedSecret {
+                key_version: body.key_version,
+                token: Token::from_string(body.token),
+            },
+            created_at: UnixMillis(body.created_at_ms),
+            updated_at: UnixMillis(body.updated_at_ms),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Record {
+        Record {
+            id: CredentialId::generate(),
+            owner: UserId::parse("user_id", "tenant-7").unwrap(),
+            fields: Fields::Odoo(
+                OdooConnection::new("https://odoo.example.com", "prod", "sync@example.com")
+                    .unwrap(),
+            ),
+            secret: SealedSecret {
+                key_version: 3,
+                token: Token::from_string("gAAAAAB-not-a-real-token".into()),
+            },
+            created_at: UnixMillis(1_700_000_000_000),
+            updated_at: UnixMillis(1_700_000_000_500),
+        }
+    }
+
+    #[test]
+    fn records_round_trip_through_their_stored_form() {
+        let record = sample();
+        let key = key(&record.owner, &record.id);
+        assert_eq!(decode(&key, &encode(&record)), Ok(record));
+    }
+
+    #[test]
+    fn a_value_under_another_key_is_refused() {
+        let record = sample();
+        let other = key(&record.owner, &CredentialId::generate());
+        assert_eq!(decode(&other, &encode(&record)), Err(DecodeError::Misplaced));
+    }
+
+    #[test]
+    fn unknown_formats_and_garbage_are_refused() {
+        let record = sample();
+        let key = key(&record.owner, &record.id);
+        let mut value = encode(&record);
+        assert_eq!(decode(&key, &[]), Err(DecodeError::UnknownFormat(None)));
+        value[0] = 2;
+        assert_eq!(decode(&key, &value), Err(DecodeError::UnknownFormat(Some(2))));
+        assert!(decode(&key, &[FORMAT_V1, 0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn owner_prefixes_do_not_overlap() {
+        let (ab, abc) = (
+            UserId::parse("u", "ab").unwrap(),
+            UserId::parse("u", "abc").unwrap(),
+        );
+        let id = CredentialId::generate();
+        assert!(!key(&abc, &id).starts_with(&owner_prefix(&ab)));
+    }
+}
