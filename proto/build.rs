@@ -17,7 +17,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     let descriptors = protox::compile(["vault/v1/vault.proto"], ["."])?;
 
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or("cargo sets OUT_DIR")?);
-    fs::write(out_dir.join("vault_descriptor.bin"), descriptors.encode_to_vec())?;
+    fs::write(
+        out_dir.join("vault_descriptor.bin"),
+        descriptors.encode_to_vec(),
+    )?;
 
     tonic_prost_build::configure()
         .skip_debug(SECRET_BEARING)

@@ -1,1 +1,212 @@
-//! x
+//! Harness of the end-to-end tests: starts the real `vault-server` binary on
+//! an ephemeral loopback port in a temporary data folder, and hands out
+//! clients connected to it over real gRPC.
+//!
+//! The binary is the one cargo built next to the test executable
+//! (`target/<profile>/vault-server`); `cargo test --workspace` builds it.
+//! Set `VAULT_SERVER_BIN` to test another build.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+use std::{env, fs, thread};
+
+use tempfile::TempDir;
+use vault_client::VaultClient;
+
+/// How long a server may take to print its address.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running `vault-server --dev` and the folder it keeps its data in.
+#[derive(Debug)]
+pub struct TestVault {
+    child: Option<Child>,
+    addr: SocketAddr,
+    dir: TempDir,
+}
+
+impl TestVault {
+    /// Starts a server in a new temporary folder.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("create a temporary folder");
+        let (child, addr) = spawn(dir.path());
+        Self {
+            child: Some(child),
+            addr,
+            dir,
+        }
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's data folder (database and keyring).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Everything the server has logged so far, across restarts.
+    pub fn log(&self) -> Vec<u8> {
+        fs::read(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// A client connected to the server.
+    pub async fn client(&self) -> VaultClient {
+        VaultClient::connect(&format!("http://{}", self.addr))
+            .await
+            .expect("connect to the test server")
+    }
+
+    /// Kills the server with SIGKILL: no shutdown, no final flush. Whatever
+    /// it acknowledged must already be on disk.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill the server");
+            child.wait().expect("reap the server");
+        }
+    }
+
+    /// Asks the server to stop with SIGTERM and waits for it to exit cleanly.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill -TERM failed");
+            let exit = child.wait().expect("reap the server");
+            assert!(exit.success(), "server exited with {exit} after SIGTERM");
+        }
+    }
+
+    /// Starts the server again on the same data folder (after [`kill`] or
+    /// [`stop`]); it gets a new port.
+    ///
+    /// [`kill`]: TestVault::kill
+    /// [`stop`]: TestVault::stop
+    pub fn restart(&mut self) {
+        self.kill();
+        let (child, addr) = spawn(self.dir.path());
+        self.child = Some(child);
+        self.addr = addr;
+    }
+}
+
+impl Drop for TestVault {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The `vault-server` binary under test.
+pub fn server_binary() -> PathBuf {
+    if let Some(path) = env::var_os("VAULT_SERVER_BIN") {
+        return PathBuf::from(path);
+    }
+    // target/<profile>/deps/<test executable> → target/<profile>/vault-server
+    let exe = env::current_exe().expect("find the test executable");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executables live in target/<profile>/deps");
+    let binary = profile_dir.join(format!("vault-server{}", env::consts::EXE_SUFFIX));
+    assert!(
+        binary.exists(),
+        "{} is missing: build it with `cargo build --workspace --bins` (cargo test --workspace \
+         does this)",
+        binary.display()
+    );
+    binary
+}
+
+/// Starts `vault-server --dev` with its data under `root/data` and its log
+/// appended to `root/server.log`, and waits for the address it bound.
+fn spawn(root: &Path) -> (Child, SocketAddr) {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join("server.log"))
+        .expect("open the server log");
+    let mut child = Command::new(server_binary())
+        .args(["--dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(root.join("data"))
+        .env("RUST_LOG", "debug")
+        .env_remove("VAULT_KEYRING")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("start vault-server");
+
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (found, address) = mpsc::channel();
+    thread::spawn(move || {
+        // Keep draining stdout after the address so the server never blocks
+        // writing to a full pipe.
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("vault-server: listening on ") {
+                let _ = found.send(addr.parse::<SocketAddr>());
+            }
+        }
+    });
+
+    match address.recv_timeout(START_TIMEOUT) {
+        Ok(Ok(addr)) => (child, addr),
+        Ok(Err(err)) => panic!("server printed an unparsable address: {err}"),
+        Err(_) => {
+            let _ = child.kill();
+            let log = fs::read_to_string(root.join("server.log")).unwrap_or_default();
+            panic!("server did not start within {START_TIMEOUT:?}; log:\n{log}");
+        }
+    }
+}
+
+/// Every file below `dir`, recursively.
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).expect("read a data folder").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+/// Whether `needle` occurs anywhere in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty()
+        && haystack
+            .windows(needle.len())
+            .any(|window| window == needle)
+}
+
+/// An Odoo connection with plausible fields.
+pub fn odoo(n: usize) -> vault_client::OdooConnection {
+    vault_client::OdooConnection {
+        url: format!("https://tenant{n}.odoo.example.com"),
+        database: format!("db{n}"),
+        username: format!("sync{n}@example.com"),
+    }
+}
+
+/// A distinctive password that cannot occur by chance in any file.
+pub fn unique_password(label: &str) -> String {
+    let mut salt = [0u8; 8];
+    rand::fill(&mut salt);
+    let salt: String = salt.iter().map(|b| format!("{b:02x}")).collect();
+    format!("pw-{label}-{salt}")
+}

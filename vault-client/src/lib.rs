@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use secrecy::SecretSlice;
 use tonic::transport::{Channel, Endpoint};
-pub use vault_proto::v1::{Credential, OdooConnection, Purpose};
 use vault_proto::v1::{self, vault_client::VaultClient as Stub};
+pub use vault_proto::v1::{Credential, OdooConnection, Purpose};
 
 /// A decrypted secret: wiped when dropped, `Debug` prints a placeholder.
 /// Read it with [`secrecy::ExposeSecret::expose_secret`].
@@ -59,11 +59,17 @@ pub enum ClientError {
         source: tonic::transport::Error,
     },
     /// The vault answered with an error status.
-    #[error("{}: {}", .0.code(), .0.message())]
-    Status(#[from] tonic::Status),
+    #[error("{} ({:?})", .0.message(), .0.code())]
+    Status(tonic::Status),
     /// The vault answered without a field it always sets.
     #[error("malformed reply from the vault: {0} missing")]
     MalformedReply(&'static str),
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(status: tonic::Status) -> Self {
+        ClientError::Status(status)
+    }
 }
 
 impl ClientError {
@@ -135,7 +141,11 @@ impl VaultClient {
             fields: Some(odoo_fields(odoo)),
             secret: secret.to_vec(),
         };
-        let reply = self.stub.clone().store_credential(self.request(request)).await?;
+        let reply = self
+            .stub
+            .clone()
+            .store_credential(self.request(request))
+            .await?;
         reply
             .into_inner()
             .credential
@@ -156,7 +166,11 @@ impl VaultClient {
             fields: odoo.map(odoo_fields),
             secret: secret.map(<[u8]>::to_vec),
         };
-        let reply = self.stub.clone().update_credential(self.request(request)).await?;
+        let reply = self
+            .stub
+            .clone()
+            .update_credential(self.request(request))
+            .await?;
         reply
             .into_inner()
             .credential
@@ -169,7 +183,11 @@ impl VaultClient {
             user_id: user_id.to_owned(),
             credential_id: credential_id.to_owned(),
         };
-        let reply = self.stub.clone().get_credential(self.request(request)).await?;
+        let reply = self
+            .stub
+            .clone()
+            .get_credential(self.request(request))
+            .await?;
         reply
             .into_inner()
             .credential
@@ -189,7 +207,11 @@ impl VaultClient {
             page_size,
             page_token: page_token.to_owned(),
         };
-        let reply = self.stub.clone().list_credentials(self.request(request)).await?;
+        let reply = self
+            .stub
+            .clone()
+            .list_credentials(self.request(request))
+            .await?;
         let reply = reply.into_inner();
         let next = Some(reply.next_page_token).filter(|token| !token.is_empty());
         Ok((reply.credentials, next))
@@ -221,7 +243,11 @@ impl VaultClient {
             credential_id: credential_id.to_owned(),
             purpose: purpose.into(),
         };
-        let reply = self.stub.clone().decrypt_credential(self.request(request)).await?;
+        let reply = self
+            .stub
+            .clone()
+            .decrypt_credential(self.request(request))
+            .await?;
         let mut reply = reply.into_inner();
         // Move the bytes out so that the only copy left is the wiping one.
         let secret = std::mem::take(&mut reply.secret).into_boxed_slice();
@@ -234,7 +260,10 @@ impl VaultClient {
             user_id: user_id.to_owned(),
             credential_id: credential_id.to_owned(),
         };
-        self.stub.clone().delete_credential(self.request(request)).await?;
+        self.stub
+            .clone()
+            .delete_credential(self.request(request))
+            .await?;
         Ok(())
     }
 

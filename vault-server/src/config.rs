@@ -17,8 +17,12 @@ pub const DEFAULT_DEV_DATA_DIR: &str = "vault-dev";
 /// The vault server's command line. Every option can also be set through the
 /// environment variable named in its help.
 #[derive(Debug, Parser)]
-#[command(name = "vault-server", version, about = "Credential vault: stores secrets encrypted, \
-    decrypts them for authorised callers")]
+#[command(
+    name = "vault-server",
+    version,
+    about = "Credential vault: stores secrets encrypted, \
+    decrypts them for authorised callers"
+)]
 pub struct Args {
     /// Development mode: creates the data folder and a fresh keyring inside it
     /// on first start. Never use it for real credentials.
@@ -167,7 +171,10 @@ mod tests {
     #[test]
     fn dev_mode_keeps_its_keyring_in_the_data_dir() {
         let settings = Settings::from_args(&args(&["--dev", "--data-dir", "here"])).unwrap();
-        assert_eq!(settings.keyring.path(), std::path::Path::new("here/keyring"));
+        assert_eq!(
+            settings.keyring.path(),
+            std::path::Path::new("here/keyring")
+        );
         assert!(matches!(settings.keyring, KeyringSource::Development(_)));
     }
 

@@ -218,7 +218,10 @@ fn parse_url(field: &'static str, raw: &str) -> Result<String, InvalidField> {
     let url = url::Url::parse(raw)
         .map_err(|err| InvalidField::new(field, format!("is not a valid URL ({err})")))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(InvalidField::new(field, "must use the http or https scheme"));
+        return Err(InvalidField::new(
+            field,
+            "must use the http or https scheme",
+        ));
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(InvalidField::new(field, "must name a host"));
@@ -239,7 +242,10 @@ fn parse_name(field: &'static str, raw: &str) -> Result<String, InvalidField> {
         ));
     }
     if raw.chars().any(char::is_control) {
-        return Err(InvalidField::new(field, "must not contain control characters"));
+        return Err(InvalidField::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(raw.to_owned())
 }
@@ -359,7 +365,13 @@ mod tests {
     fn odoo_urls_must_be_http_or_https_with_a_host() {
         assert!(OdooConnection::new("https://odoo.example.com", "db", "me").is_ok());
         assert!(OdooConnection::new("http://127.0.0.1:8069/", "db", "me").is_ok());
-        for bad in ["ftp://x.example", "javascript:alert(1)", "not a url", "https://", ""] {
+        for bad in [
+            "ftp://x.example",
+            "javascript:alert(1)",
+            "not a url",
+            "https://",
+            "",
+        ] {
             let err = OdooConnection::new(bad, "db", "me").unwrap_err();
             assert_eq!(err.field, "fields.odoo.url", "{bad}");
         }
@@ -373,7 +385,9 @@ mod tests {
             "fields.odoo.database"
         );
         assert_eq!(
-            OdooConnection::new(url, "db", &"u".repeat(256)).unwrap_err().field,
+            OdooConnection::new(url, "db", &"u".repeat(256))
+                .unwrap_err()
+                .field,
             "fields.odoo.username"
         );
         assert_eq!(

@@ -4,6 +4,7 @@ use std::fs;
 use std::io::{self, Write as _};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -13,6 +14,9 @@ use crate::config::{KeyringSource, Settings};
 use crate::crypto::keyring::Keyring;
 use crate::service::VaultService;
 use crate::store::SledStore;
+
+/// How long calls in flight may take to finish once shutdown begins.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Opens the store, loads the keyring, serves until `shutdown` completes,
 /// then flushes the store.
@@ -26,8 +30,12 @@ pub async fn run(
     fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create data folder {}", settings.data_dir.display()))?;
     let keyring = Arc::new(load_keyring(&settings.keyring)?);
-    let store = SledStore::open(&settings.database_dir())
-        .with_context(|| format!("cannot open database in {}", settings.database_dir().display()))?;
+    let store = SledStore::open(&settings.database_dir()).with_context(|| {
+        format!(
+            "cannot open database in {}",
+            settings.database_dir().display()
+        )
+    })?;
     tracing::info!(
         keys = keyring.keys().count(),
         primary = keyring.primary().version(),
@@ -42,12 +50,32 @@ pub async fn run(
     announce(&format!("listening on {bound}"))?;
     tracing::info!(addr = %bound, "serving");
 
+    // Graceful shutdown stops accepting, then lets calls in flight finish,
+    // but a client that never closes its connection must not hold the
+    // process forever: after the grace period it is cut off.
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping.send(());
+    };
     let service = VaultService::new(store.clone(), keyring);
-    tonic::transport::Server::builder()
+    let serve = tonic::transport::Server::builder()
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
-        .context("server failed")?;
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+    let grace_expired = async {
+        if stopped.await.is_ok() {
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        served = serve => served.context("server failed")?,
+        () = grace_expired => tracing::warn!(
+            grace = ?SHUTDOWN_GRACE,
+            "connections still open after the grace period; closing them"
+        ),
+    }
 
     store.flush().context("final flush failed")?;
     tracing::info!("stopped");

@@ -22,7 +22,12 @@ use zeroize::Zeroizing;
 #[command(name = "vaultctl", version, about)]
 struct Cli {
     /// Address of the vault server.
-    #[arg(long, global = true, env = "VAULT_ADDR", default_value = "http://127.0.0.1:7400")]
+    #[arg(
+        long,
+        global = true,
+        env = "VAULT_ADDR",
+        default_value = "http://127.0.0.1:7400"
+    )]
     addr: String,
 
     #[command(subcommand)]
@@ -195,7 +200,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print_credential(&updated)?;
         }
         Command::Get { target } => {
-            let credential = vault.get(&target.user.user_id, &target.credential_id).await?;
+            let credential = vault
+                .get(&target.user.user_id, &target.credential_id)
+                .await?;
             print_credential(&credential)?;
         }
         Command::List { user } => {
@@ -214,7 +221,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             out.flush()?;
         }
         Command::Delete { target } => {
-            vault.delete(&target.user.user_id, &target.credential_id).await?;
+            vault
+                .delete(&target.user.user_id, &target.credential_id)
+                .await?;
             println!("deleted {}", target.credential_id);
         }
         Command::Erase { user } => {
@@ -233,7 +242,10 @@ fn gen_key(keyring: bool) -> anyhow::Result<()> {
 
     let mut out = io::stdout().lock();
     if keyring {
-        writeln!(out, "# Vault keyring. Keep it secret: it opens every stored credential.")?;
+        writeln!(
+            out,
+            "# Vault keyring. Keep it secret: it opens every stored credential."
+        )?;
         writeln!(out, "key 1 {}", key.as_str())?;
         writeln!(out, "primary 1")?;
     } else {
@@ -276,14 +288,26 @@ fn print_credential(credential: &Credential) -> io::Result<()> {
         writeln!(out, "database  {}", odoo.database)?;
         writeln!(out, "username  {}", odoo.username)?;
     }
-    writeln!(out, "created   {}", time_text(credential.created_at.as_ref()))?;
-    writeln!(out, "updated   {}", time_text(credential.updated_at.as_ref()))?;
+    writeln!(
+        out,
+        "created   {}",
+        time_text(credential.created_at.as_ref())
+    )?;
+    writeln!(
+        out,
+        "updated   {}",
+        time_text(credential.updated_at.as_ref())
+    )?;
     out.flush()
 }
 
 fn print_list(credentials: &[Credential]) -> io::Result<()> {
     let mut out = io::stdout().lock();
-    writeln!(out, "{:<32}  {:<5}  {:<20}  {:<20}  URL", "ID", "KIND", "DATABASE", "USERNAME")?;
+    writeln!(
+        out,
+        "{:<32}  {:<5}  {:<20}  {:<20}  URL",
+        "ID", "KIND", "DATABASE", "USERNAME"
+    )?;
     for credential in credentials {
         if let Some(Kind::Odoo(odoo)) = credential.fields.as_ref().and_then(|f| f.kind.as_ref()) {
             writeln!(

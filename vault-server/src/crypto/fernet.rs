@@ -39,7 +39,8 @@
 //! trailing bits must be zero. Python's `base64.urlsafe_b64decode` is lenient. Measured with
 //! `cryptography` 48.0.0 on Python 3.11, it also accepts `+` and `/`, skips whitespace and
 //! other foreign characters anywhere, ignores text after the padding and accepts non-zero
-//! trailing bits; like us, it rejects missing padding. Both sides only ever emit canonical
+//! trailing bits; like us, it rejects missing padding. (Given a `str` with non-ASCII
+//! characters it raises `ValueError` rather than `InvalidToken`.) Both sides emit canonical
 //! text, so genuine tokens and keys cross either way; only mangled ones are refused here
 //! and accepted there.
 //!
@@ -163,7 +164,7 @@ impl FernetKey {
     /// Expands 32 raw key bytes: the first 16 key the HMAC, the last 16 key AES.
     ///
     /// The caller owns `bytes` and should wipe them once the key is built.
-    pub fn from_bytes(bytes: &[u8; KEY_LEN]) -> Self {
+    pub fn from_bytes(bytes: &[u8; 32]) -> Self {
         let (signing_key, encryption_key) = bytes.split_at(KEY_LEN / 2);
         let signing = Hmac::new_from_slice(signing_key).expect("HMAC takes keys of any length");
         let encryption =
@@ -219,8 +220,8 @@ impl FernetKey {
     /// Seals `plaintext` with a caller-chosen timestamp and IV.
     ///
     /// Not part of the API: it exists so the spec's known-answer vector can be reproduced
-    /// byte for byte. Reusing an IV under one key leaks which plaintexts share a prefix, so
-    /// everything else goes through [`FernetKey::encrypt`].
+    /// byte for byte. Reusing an IV under one key shows which plaintexts start with the same
+    /// blocks, so everything else goes through [`FernetKey::encrypt`].
     #[doc(hidden)]
     pub fn encrypt_from_parts(&self, plaintext: &[u8], timestamp: u64, iv: &[u8; 16]) -> Token {
         let padded_len = (plaintext.len() / BLOCK_LEN + 1) * BLOCK_LEN;
@@ -282,7 +283,10 @@ impl FernetKey {
         self.open(sealed.iv, sealed.ciphertext)
     }
 
-    /// Decrypts and unpads authenticated ciphertext.
+    /// Decrypts and unpads ciphertext whose tag has already been verified.
+    ///
+    /// The PKCS#7 check returns early and is not constant-time. That is sound only because
+    /// no unauthenticated ciphertext ever gets here: keep it behind the MAC check.
     fn open(&self, iv: &[u8; BLOCK_LEN], ciphertext: &[u8]) -> Result<Plaintext, InvalidToken> {
         let mut work = Zeroizing::new(vec![0; ciphertext.len()]);
         let plaintext = cbc::Decryptor::<&Aes128>::inner_iv_init(&self.encryption, iv.into())

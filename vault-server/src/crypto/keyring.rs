@@ -111,7 +111,10 @@ impl MasterKey {
     /// A public 16-hex-digit name for the key: an HMAC of a fixed label under
     /// the key, so it identifies the key without revealing anything about it.
     pub fn fingerprint(&self) -> String {
-        self.fingerprint.iter().map(|b| format!("{b:02x}")).collect()
+        self.fingerprint
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// Derives the Fernet key of one record from this master key.
@@ -266,7 +269,10 @@ mod tests {
         let text = format!("# keys\n\nkey 1 {KEY_A}\n  key 7 {KEY_B}  \nprimary 7\n");
         let ring = Keyring::parse(&text).unwrap();
         assert_eq!(ring.primary().version(), 7);
-        assert_eq!(ring.keys().map(MasterKey::version).collect::<Vec<_>>(), [1, 7]);
+        assert_eq!(
+            ring.keys().map(MasterKey::version).collect::<Vec<_>>(),
+            [1, 7]
+        );
         assert!(ring.key(1).is_some());
         assert!(ring.key(2).is_none());
     }

@@ -116,11 +116,17 @@ mod tests {
     fn a_sealed_secret_opens_for_its_own_record() {
         let ring = keyring();
         let (owner, id) = (user("alice"), CredentialId::generate());
-        let record = RecordBinding { owner: &owner, id: &id };
+        let record = RecordBinding {
+            owner: &owner,
+            id: &id,
+        };
 
         let sealed = ring.seal(record, b"odoo-password");
         assert_eq!(sealed.key_version, 2);
-        assert_eq!(ring.open(record, &sealed).unwrap().expose_secret(), b"odoo-password");
+        assert_eq!(
+            ring.open(record, &sealed).unwrap().expose_secret(),
+            b"odoo-password"
+        );
     }
 
     #[test]
@@ -128,7 +134,13 @@ mod tests {
         let ring = keyring();
         let (alice, bob) = (user("alice"), user("bob"));
         let (id, other_id) = (CredentialId::generate(), CredentialId::generate());
-        let sealed = ring.seal(RecordBinding { owner: &alice, id: &id }, b"secret");
+        let sealed = ring.seal(
+            RecordBinding {
+                owner: &alice,
+                id: &id,
+            },
+            b"secret",
+        );
 
         for (owner, id) in [(&bob, &id), (&alice, &other_id), (&bob, &other_id)] {
             let moved = ring.open(RecordBinding { owner, id }, &sealed);
@@ -141,8 +153,20 @@ mod tests {
         let ring = keyring();
         let id = CredentialId::generate();
         let (short, long) = (user("ab"), user("abc"));
-        let sealed = ring.seal(RecordBinding { owner: &short, id: &id }, b"secret");
-        let opened = ring.open(RecordBinding { owner: &long, id: &id }, &sealed);
+        let sealed = ring.seal(
+            RecordBinding {
+                owner: &short,
+                id: &id,
+            },
+            b"secret",
+        );
+        let opened = ring.open(
+            RecordBinding {
+                owner: &long,
+                id: &id,
+            },
+            &sealed,
+        );
         assert_eq!(opened.unwrap_err(), OpenError::Integrity);
     }
 
@@ -150,14 +174,27 @@ mod tests {
     fn an_older_key_version_still_opens_and_a_missing_one_is_named() {
         let ring = keyring();
         let (owner, id) = (user("alice"), CredentialId::generate());
-        let record = RecordBinding { owner: &owner, id: &id };
+        let record = RecordBinding {
+            owner: &owner,
+            id: &id,
+        };
         let old_ring =
-            Keyring::parse("key 1 cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=\nprimary 1").unwrap();
+            Keyring::parse("key 1 cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=\nprimary 1")
+                .unwrap();
 
         let sealed = old_ring.seal(record, b"secret");
-        assert_eq!(ring.open(record, &sealed).unwrap().expose_secret(), b"secret");
+        assert_eq!(
+            ring.open(record, &sealed).unwrap().expose_secret(),
+            b"secret"
+        );
 
-        let unknown = SealedSecret { key_version: 9, ..sealed };
-        assert_eq!(ring.open(record, &unknown).unwrap_err(), OpenError::UnknownKeyVersion(9));
+        let unknown = SealedSecret {
+            key_version: 9,
+            ..sealed
+        };
+        assert_eq!(
+            ring.open(record, &unknown).unwrap_err(),
+            OpenError::UnknownKeyVersion(9)
+        );
     }
 }

@@ -5,7 +5,7 @@ use tracing::{Span, field};
 use vault_proto::v1;
 
 use super::error::ServiceError;
-use super::{VaultService, convert, record_target};
+use super::{VaultService, convert, record_credential, record_user};
 use crate::crypto::sealing::{OpenError, RecordBinding};
 use crate::store::CredentialStore;
 
@@ -17,12 +17,16 @@ impl<S: CredentialStore> VaultService<S> {
     ) -> Result<v1::DecryptCredentialResponse, ServiceError> {
         let owner = convert::user_id(&request.user_id)?;
         let id = convert::credential_id(&request.credential_id)?;
-        record_target(&owner, Some(&id));
+        record_user(&owner);
+        record_credential(&id);
         let purpose = convert::purpose(request.purpose)?;
         Span::current().record("purpose", field::display(purpose.as_str()));
 
         let record = self.store.get(&owner, &id)?.ok_or(ServiceError::NotFound)?;
-        let binding = RecordBinding { owner: &owner, id: &id };
+        let binding = RecordBinding {
+            owner: &owner,
+            id: &id,
+        };
         let secret = self
             .keyring
             .open(binding, &record.secret)

@@ -3,7 +3,7 @@
 use vault_proto::v1;
 
 use super::error::ServiceError;
-use super::{VaultService, convert, record_target};
+use super::{VaultService, convert, record_credential, record_user};
 use crate::store::CredentialStore;
 
 impl<S: CredentialStore> VaultService<S> {
@@ -14,7 +14,8 @@ impl<S: CredentialStore> VaultService<S> {
     ) -> Result<v1::DeleteCredentialResponse, ServiceError> {
         let owner = convert::user_id(&request.user_id)?;
         let id = convert::credential_id(&request.credential_id)?;
-        record_target(&owner, Some(&id));
+        record_user(&owner);
+        record_credential(&id);
 
         if !self.store.remove(&owner, &id).await? {
             return Err(ServiceError::NotFound);
@@ -28,7 +29,7 @@ impl<S: CredentialStore> VaultService<S> {
         request: v1::EraseUserRequest,
     ) -> Result<v1::EraseUserResponse, ServiceError> {
         let owner = convert::user_id(&request.user_id)?;
-        record_target(&owner, None);
+        record_user(&owner);
 
         let deleted = self.store.erase(&owner).await?;
         Ok(v1::EraseUserResponse {

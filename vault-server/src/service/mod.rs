@@ -25,6 +25,7 @@ use tracing::{Instrument, Span, field};
 use vault_proto::v1;
 
 use self::error::ServiceError;
+use crate::credential::{CredentialId, UserId};
 use crate::crypto::keyring::Keyring;
 use crate::store::CredentialStore;
 
@@ -139,11 +140,12 @@ impl<S: CredentialStore> v1::vault_server::Vault for VaultService<S> {
     }
 }
 
-/// Records the caller-visible names of a call on the current span.
-fn record_target(user_id: &impl std::fmt::Display, credential_id: Option<&dyn std::fmt::Display>) {
-    let span = Span::current();
-    span.record("user_id", field::display(user_id));
-    if let Some(id) = credential_id {
-        span.record("credential_id", field::display(id));
-    }
+/// Records the owner a call is about on the current span.
+fn record_user(owner: &UserId) {
+    Span::current().record("user_id", field::display(owner));
+}
+
+/// Records the credential a call is about on the current span.
+fn record_credential(id: &CredentialId) {
+    Span::current().record("credential_id", field::display(id));
 }

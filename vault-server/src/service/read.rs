@@ -3,7 +3,7 @@
 use vault_proto::v1;
 
 use super::error::ServiceError;
-use super::{VaultService, convert, record_target};
+use super::{VaultService, convert, record_credential, record_user};
 use crate::credential::InvalidField;
 use crate::store::CredentialStore;
 
@@ -20,7 +20,8 @@ impl<S: CredentialStore> VaultService<S> {
     ) -> Result<v1::GetCredentialResponse, ServiceError> {
         let owner = convert::user_id(&request.user_id)?;
         let id = convert::credential_id(&request.credential_id)?;
-        record_target(&owner, Some(&id));
+        record_user(&owner);
+        record_credential(&id);
 
         let record = self.store.get(&owner, &id)?.ok_or(ServiceError::NotFound)?;
         Ok(v1::GetCredentialResponse {
@@ -34,7 +35,7 @@ impl<S: CredentialStore> VaultService<S> {
         request: v1::ListCredentialsRequest,
     ) -> Result<v1::ListCredentialsResponse, ServiceError> {
         let owner = convert::user_id(&request.user_id)?;
-        record_target(&owner, None);
+        record_user(&owner);
         let page_size = match request.page_size {
             0 => DEFAULT_PAGE_SIZE,
             size if size <= MAX_PAGE_SIZE => size,
@@ -48,10 +49,9 @@ impl<S: CredentialStore> VaultService<S> {
         };
         let after = match request.page_token.as_str() {
             "" => None,
-            token => Some(
-                convert::credential_id(token)
-                    .map_err(|_| InvalidField::new("page_token", "is not a token this call returned"))?,
-            ),
+            token => Some(convert::credential_id(token).map_err(|_| {
+                InvalidField::new("page_token", "is not a token this call returned")
+            })?),
         };
 
         // Read one more than asked to learn whether another page follows.
@@ -59,7 +59,10 @@ impl<S: CredentialStore> VaultService<S> {
         let mut records = self.store.list(&owner, after.as_ref(), page_size + 1)?;
         let next_page_token = if records.len() > page_size {
             records.truncate(page_size);
-            records.last().map(|last| last.id.to_string()).unwrap_or_default()
+            records
+                .last()
+                .map(|last| last.id.to_string())
+                .unwrap_or_default()
         } else {
             String::new()
         };

@@ -3,7 +3,7 @@
 use vault_proto::v1;
 
 use super::error::ServiceError;
-use super::{VaultService, convert, record_target};
+use super::{VaultService, convert, record_credential, record_user};
 use crate::credential::{CredentialId, InvalidField, Record, UnixMillis};
 use crate::crypto::sealing::RecordBinding;
 use crate::store::{CredentialStore, Replaced};
@@ -19,7 +19,7 @@ impl<S: CredentialStore> VaultService<S> {
         mut request: v1::StoreCredentialRequest,
     ) -> Result<v1::StoreCredentialResponse, ServiceError> {
         let owner = convert::user_id(&request.user_id)?;
-        record_target(&owner, None);
+        record_user(&owner);
         let fields = convert::fields(request.fields.take())?
             .ok_or_else(|| InvalidField::new("fields", "required"))?;
         let secret = convert::secret(&mut request.secret)?;
@@ -30,7 +30,13 @@ impl<S: CredentialStore> VaultService<S> {
             let id = CredentialId::generate();
             let now = UnixMillis::now();
             let record = Record {
-                secret: self.keyring.seal(RecordBinding { owner: &owner, id: &id }, &secret),
+                secret: self.keyring.seal(
+                    RecordBinding {
+                        owner: &owner,
+                        id: &id,
+                    },
+                    &secret,
+                ),
                 id,
                 owner: owner.clone(),
                 fields: fields.clone(),
@@ -38,7 +44,8 @@ impl<S: CredentialStore> VaultService<S> {
                 updated_at: now,
             };
             if self.store.insert(&record).await? {
-                record_target(&owner, Some(&id));
+                record_user(&owner);
+                record_credential(&id);
                 return Ok(v1::StoreCredentialResponse {
                     credential: Some(convert::credential(&record)),
                 });
@@ -53,13 +60,10 @@ impl<S: CredentialStore> VaultService<S> {
     ) -> Result<v1::UpdateCredentialResponse, ServiceError> {
         let owner = convert::user_id(&request.user_id)?;
         let id = convert::credential_id(&request.credential_id)?;
-        record_target(&owner, Some(&id));
+        record_user(&owner);
+        record_credential(&id);
         let fields = convert::fields(request.fields.take())?;
-        let secret = request
-            .secret
-            .as_mut()
-            .map(convert::secret)
-            .transpose()?;
+        let secret = request.secret.as_mut().map(convert::secret).transpose()?;
         if fields.is_none() && secret.is_none() {
             return Err(InvalidField::new("fields, secret", "give at least one to change").into());
         }
@@ -67,21 +71,27 @@ impl<S: CredentialStore> VaultService<S> {
         // identity, not on what a racing writer may have stored meanwhile.
         // The plaintext buffer is wiped as soon as it is sealed.
         let sealed = secret.map(|secret| {
-            self.keyring
-                .seal(RecordBinding { owner: &owner, id: &id }, &secret)
+            self.keyring.seal(
+                RecordBinding {
+                    owner: &owner,
+                    id: &id,
+                },
+                &secret,
+            )
         });
 
         for _ in 0..UPDATE_ATTEMPTS {
-            let current = self
-                .store
-                .get(&owner, &id)?
-                .ok_or(ServiceError::NotFound)?;
+            let current = self.store.get(&owner, &id)?.ok_or(ServiceError::NotFound)?;
             let mut updated = current.clone();
             if let Some(fields) = &fields {
                 if fields.kind() != current.fields.kind() {
                     return Err(InvalidField::new(
                         "fields",
-                        format!("a {} credential cannot become {}", current.fields.kind(), fields.kind()),
+                        format!(
+                            "a {} credential cannot become {}",
+                            current.fields.kind(),
+                            fields.kind()
+                        ),
                     )
                     .into());
                 }

@@ -199,7 +199,10 @@ mod tests {
     fn a_value_under_another_key_is_refused() {
         let record = sample();
         let other = key(&record.owner, &CredentialId::generate());
-        assert_eq!(decode(&other, &encode(&record)), Err(DecodeError::Misplaced));
+        assert_eq!(
+            decode(&other, &encode(&record)),
+            Err(DecodeError::Misplaced)
+        );
     }
 
     #[test]
@@ -209,7 +212,10 @@ mod tests {
         let mut value = encode(&record);
         assert_eq!(decode(&key, &[]), Err(DecodeError::UnknownFormat(None)));
         value[0] = 2;
-        assert_eq!(decode(&key, &value), Err(DecodeError::UnknownFormat(Some(2))));
+        assert_eq!(
+            decode(&key, &value),
+            Err(DecodeError::UnknownFormat(Some(2)))
+        );
         assert!(decode(&key, &[FORMAT_V1, 0xff, 0xff, 0xff]).is_err());
     }
 

@@ -29,8 +29,8 @@ impl SledStore {
             .cache_capacity(64 * 1024 * 1024)
             .open()?;
         let credentials = db.open_tree(CREDENTIALS)?;
-        let group_commit = GroupCommit::start(db.clone())
-            .map_err(|err| StoreError::from(sled::Error::Io(err)))?;
+        let group_commit =
+            GroupCommit::start(db.clone()).map_err(|err| StoreError::from(sled::Error::Io(err)))?;
         Ok(Self {
             db,
             credentials,
@@ -40,7 +40,10 @@ impl SledStore {
 
     /// Waits until every write made so far is on disk.
     async fn durable(&self) -> Result<(), StoreError> {
-        self.group_commit.durable().await.map_err(StoreError::Engine)
+        self.group_commit
+            .durable()
+            .await
+            .map_err(StoreError::Engine)
     }
 
     /// Flushes everything to disk now. For shutdown.
@@ -57,9 +60,9 @@ fn decode(key: &[u8], value: &[u8]) -> Result<Record, StoreError> {
 impl CredentialStore for SledStore {
     async fn insert(&self, new: &Record) -> Result<bool, StoreError> {
         let key = record::key(&new.owner, &new.id);
-        let swapped = self
-            .credentials
-            .compare_and_swap(key, None::<&[u8]>, Some(record::encode(new)))?;
+        let swapped =
+            self.credentials
+                .compare_and_swap(key, None::<&[u8]>, Some(record::encode(new)))?;
         if swapped.is_err() {
             return Ok(false);
         }
@@ -130,7 +133,11 @@ impl CredentialStore for SledStore {
     async fn erase(&self, owner: &UserId) -> Result<usize, StoreError> {
         let mut batch = sled::Batch::default();
         let mut count = 0;
-        for key in self.credentials.scan_prefix(record::owner_prefix(owner)).keys() {
+        for key in self
+            .credentials
+            .scan_prefix(record::owner_prefix(owner))
+            .keys()
+        {
             batch.remove(key?);
             count += 1;
         }
@@ -171,9 +178,15 @@ mod tests {
         assert!(store.insert(&mine).await.unwrap());
         assert!(store.insert(&theirs).await.unwrap());
 
-        assert_eq!(store.get(&mine.owner, &mine.id).unwrap(), Some(mine.clone()));
+        assert_eq!(
+            store.get(&mine.owner, &mine.id).unwrap(),
+            Some(mine.clone())
+        );
         assert_eq!(store.get(&mine.owner, &theirs.id).unwrap(), None);
-        assert_eq!(store.list(&mine.owner, None, 10).unwrap(), vec![mine.clone()]);
+        assert_eq!(
+            store.list(&mine.owner, None, 10).unwrap(),
+            vec![mine.clone()]
+        );
         assert!(!store.remove(&mine.owner, &theirs.id).await.unwrap());
         assert_eq!(store.erase(&mine.owner).await.unwrap(), 1);
         assert_eq!(store.get(&theirs.owner, &theirs.id).unwrap(), Some(theirs));
@@ -228,9 +241,18 @@ mod tests {
         let mut second = original.clone();
         second.updated_at = UnixMillis(6);
 
-        assert_eq!(store.replace(&original, &first).await.unwrap(), Replaced::Done);
-        assert_eq!(store.replace(&original, &second).await.unwrap(), Replaced::Conflict);
-        assert_eq!(store.get(&original.owner, &original.id).unwrap(), Some(first));
+        assert_eq!(
+            store.replace(&original, &first).await.unwrap(),
+            Replaced::Done
+        );
+        assert_eq!(
+            store.replace(&original, &second).await.unwrap(),
+            Replaced::Conflict
+        );
+        assert_eq!(
+            store.get(&original.owner, &original.id).unwrap(),
+            Some(first)
+        );
     }
 
     #[tokio::test]

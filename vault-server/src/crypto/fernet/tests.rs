@@ -238,6 +238,90 @@ fn extended_tokens_are_rejected() {
     }
 }
 
+/// Builds a token by hand under the test key: `version`, then `T`, then `IV`, then
+/// `padded` encrypted as is (no padding added), then a valid tag over all of it.
+fn forge(version: u8, padded: &[u8]) -> String {
+    let key = key_bytes();
+    let mut ciphertext = padded.to_vec();
+    let mut encryptor =
+        cbc::Encryptor::<Aes128>::new_from_slices(&key[16..], &IV).expect("16-byte key and IV");
+    for block in ciphertext.chunks_exact_mut(BLOCK_LEN) {
+        let block: &mut [u8; BLOCK_LEN] = block.try_into().expect("whole blocks");
+        encryptor.encrypt_block(block.into());
+    }
+
+    let mut bytes = [&[version][..], &T.to_be_bytes(), &IV, &ciphertext].concat();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key[..16]).expect("any HMAC key length");
+    mac.update(&bytes);
+    bytes.extend_from_slice(&mac.finalize().into_bytes());
+    URL_SAFE.encode(bytes)
+}
+
+#[test]
+fn forged_tokens_open_only_with_strict_pkcs7_padding() {
+    let key = test_key();
+    let mut short_padding = [b'a'; 16];
+    short_padding[14..].copy_from_slice(&[0x02, 0x02]);
+    assert_eq!(
+        open(&key, &forge(VERSION, &short_padding), None, T),
+        Ok(vec![b'a'; 14])
+    );
+    assert_eq!(
+        open(&key, &forge(VERSION, &[0x10; 16]), None, T),
+        Ok(Vec::new())
+    );
+
+    let mut inconsistent = short_padding;
+    inconsistent[14] = 0x03;
+    let mut zero = short_padding;
+    zero[15] = 0x00;
+    let mut too_long = short_padding;
+    too_long[15] = 0x11;
+    let mut unpadded_last_block = [0x10; 32];
+    unpadded_last_block[31] = b'a';
+    for padded in [&inconsistent[..], &zero, &too_long, &unpadded_last_block] {
+        assert_eq!(
+            open(&key, &forge(VERSION, padded), None, T),
+            Err(InvalidToken),
+            "{padded:x?}"
+        );
+    }
+}
+
+#[test]
+fn forged_tokens_with_a_wrong_version_or_partial_blocks_are_rejected() {
+    let key = test_key();
+    assert!(
+        open(&key, &forge(VERSION, &[0x10; 16]), None, T).is_ok(),
+        "control"
+    );
+
+    for version in [0x00, 0x7f, 0x81, 0xff] {
+        let token = forge(version, &[0x10; 16]);
+        assert_eq!(
+            open(&key, &token, None, T),
+            Err(InvalidToken),
+            "version {version:#04x}"
+        );
+    }
+    for ciphertext_len in [0, 1, 15, 17, 31] {
+        // `forge` encrypts whole blocks only, so cut a two-block ciphertext down afterwards
+        // and sign what is left.
+        let full = URL_SAFE
+            .decode(forge(VERSION, &[0x10; 32]))
+            .expect("base64");
+        let signed = &full[..HEADER_LEN + ciphertext_len];
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key_bytes()[..16]).expect("any length");
+        mac.update(signed);
+        let token = URL_SAFE.encode([signed, &mac.finalize().into_bytes()].concat());
+        assert_eq!(
+            open(&key, &token, None, T),
+            Err(InvalidToken),
+            "{ciphertext_len} bytes"
+        );
+    }
+}
+
 // --- the time window ---------------------------------------------------------------------
 
 #[test]
