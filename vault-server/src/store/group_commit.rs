@@ -20,29 +20,59 @@ use tokio::sync::oneshot;
 /// Result of one flush, shared by every waiter it covered.
 pub type FlushResult = Result<(), Arc<sled::Error>>;
 
-/// Handle to the flusher thread. The thread stops once every handle is gone.
+/// Handle to the flusher thread, cheap to clone. When the last handle is
+/// dropped the thread is stopped and joined, so that it no longer holds the
+/// database open (sled locks its folder while any handle lives).
 #[derive(Debug, Clone)]
 pub struct GroupCommit {
-    waiters: mpsc::Sender<oneshot::Sender<FlushResult>>,
+    flusher: Arc<Flusher>,
+}
+
+#[derive(Debug)]
+struct Flusher {
+    waiters: Option<mpsc::Sender<oneshot::Sender<FlushResult>>>,
+    thread: Option<thread::JoinHandle<()>>,
 }
 
 impl GroupCommit {
     /// Starts the flusher thread for `db`.
     pub fn start(db: sled::Db) -> std::io::Result<Self> {
         let (waiters, queue) = mpsc::channel();
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("vault-flusher".into())
             .spawn(move || flush_loop(&db, &queue))?;
-        Ok(Self { waiters })
+        Ok(Self {
+            flusher: Arc::new(Flusher {
+                waiters: Some(waiters),
+                thread: Some(thread),
+            }),
+        })
     }
 
     /// Waits until everything written before this call is durable.
     pub async fn durable(&self) -> FlushResult {
         let (done, wait) = oneshot::channel();
-        if self.waiters.send(done).is_err() {
+        let queued = self
+            .flusher
+            .waiters
+            .as_ref()
+            .is_some_and(|waiters| waiters.send(done).is_ok());
+        if !queued {
             return Err(Arc::new(stopped()));
         }
         wait.await.unwrap_or_else(|_| Err(Arc::new(stopped())))
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        // Closing the queue ends the loop once it has answered every waiter.
+        drop(self.waiters.take());
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the flusher thread panicked");
+        }
     }
 }
 
