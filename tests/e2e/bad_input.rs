@@ -38,9 +38,7 @@ fn assert_invalid(status: tonic::Status, field: &str) {
 #[tokio::test]
 async fn bad_stores_are_refused_naming_the_field_and_store_nothing() {
     let server = TestVault::start();
-    let mut stub = Stub::connect(format!("http://{}", server.addr()))
-        .await
-        .unwrap();
+    let mut stub = Stub::new(server.channel_as("api").await);
     let good = || request_fields("https://odoo.example.com", "prod", "sync");
     let long = "x".repeat(256);
     let long_url = format!("https://odoo.example.com/{}", "p".repeat(2048));
@@ -149,9 +147,7 @@ async fn bad_ids_purposes_and_pages_are_refused_and_change_nothing() {
     let server = TestVault::start();
     let vault = server.client().await;
     let stored = vault.store("judy", odoo(1), b"judy-secret").await.unwrap();
-    let mut stub = Stub::connect(format!("http://{}", server.addr()))
-        .await
-        .unwrap();
+    let mut stub = Stub::new(server.channel_as("api").await);
 
     for bad_id in [
         "",
@@ -232,7 +228,7 @@ async fn bad_ids_purposes_and_pages_are_refused_and_change_nothing() {
     let after = vault.get("judy", &stored.id).await.unwrap();
     assert_eq!(after, stored);
     let secret = vault
-        .decrypt("judy", &stored.id, vault_client::Purpose::Sync)
+        .decrypt("judy", &stored.id, vault_client::Purpose::ConnectionTest)
         .await
         .unwrap();
     assert_eq!(

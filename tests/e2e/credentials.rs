@@ -50,12 +50,13 @@ fn not_found(result: Result<impl std::fmt::Debug, ClientError>) -> String {
 async fn credentials_are_stored_isolated_deleted_and_survive_a_crash() {
     let mut server = TestVault::start();
     let vault = server.client().await;
+    let sync = server.sync_client().await;
     let stored = store_all(&vault).await;
     assert_eq!(stored.len(), 100);
 
     for credential in &stored {
-        for purpose in [Purpose::ConnectionTest, Purpose::Sync] {
-            let secret = vault
+        for (client, purpose) in [(&vault, Purpose::ConnectionTest), (&sync, Purpose::Sync)] {
+            let secret = client
                 .decrypt(credential.user, &credential.id, purpose)
                 .await
                 .expect("decrypt");
@@ -76,7 +77,11 @@ async fn credentials_are_stored_isolated_deleted_and_survive_a_crash() {
         let id = credential.id.as_str();
         assert_eq!(not_found(vault.get(other, id).await), missing_message);
         assert_eq!(
-            not_found(vault.decrypt(other, id, Purpose::Sync).await),
+            not_found(sync.decrypt(other, id, Purpose::Sync).await),
+            missing_message
+        );
+        assert_eq!(
+            not_found(vault.decrypt(other, id, Purpose::ConnectionTest).await),
             missing_message
         );
         assert_eq!(
@@ -105,9 +110,10 @@ async fn credentials_are_stored_isolated_deleted_and_survive_a_crash() {
     server.kill();
     server.restart();
     let vault = server.client().await;
+    let sync = server.sync_client().await;
 
     for (_, credential) in &kept {
-        let secret = vault
+        let secret = sync
             .decrypt(credential.user, &credential.id, Purpose::Sync)
             .await
             .expect("an acknowledged store survives a crash");
@@ -120,8 +126,7 @@ async fn credentials_are_stored_isolated_deleted_and_survive_a_crash() {
         );
         assert_eq!(
             not_found(
-                vault
-                    .decrypt(credential.user, &credential.id, Purpose::Sync)
+                sync.decrypt(credential.user, &credential.id, Purpose::Sync)
                     .await
             ),
             missing_message
@@ -138,7 +143,7 @@ async fn credentials_are_stored_isolated_deleted_and_survive_a_crash() {
 
     // Only ciphertext at rest, and nothing secret in the log, even at debug
     // level. Stop cleanly first so that sled has written all it will write.
-    drop(vault);
+    drop((vault, sync));
     server.stop();
     let files = files_below(&server.data_dir());
     assert!(!files.is_empty());
@@ -178,7 +183,7 @@ async fn update_replaces_fields_and_secret_and_erase_removes_only_that_user() {
     assert_eq!(moved.fields, vault_e2e_fields(2));
     assert_eq!(moved.created_at, original.created_at);
     let secret = vault
-        .decrypt("carol", &original.id, Purpose::Sync)
+        .decrypt("carol", &original.id, Purpose::ConnectionTest)
         .await
         .unwrap();
     assert_eq!(secret.expose_secret(), b"old-password");
@@ -188,7 +193,7 @@ async fn update_replaces_fields_and_secret_and_erase_removes_only_that_user() {
         .await
         .unwrap();
     let secret = vault
-        .decrypt("carol", &original.id, Purpose::Sync)
+        .decrypt("carol", &original.id, Purpose::ConnectionTest)
         .await
         .unwrap();
     assert_eq!(secret.expose_secret(), b"new-password");

@@ -79,14 +79,21 @@ async fn a_flipped_byte_in_a_stored_token_fails_only_that_credential() {
 
     server.restart();
     let vault = server.client().await;
-    let message = data_loss(vault.decrypt("frank", &victim, Purpose::Sync).await);
+    let message = data_loss(
+        vault
+            .decrypt("frank", &victim, Purpose::ConnectionTest)
+            .await,
+    );
     assert!(message.contains("integrity"), "{message}");
     assert!(message.contains(&victim), "{message}");
     // The rest of the record is intact and readable.
     assert_eq!(vault.get("frank", &victim).await.unwrap().id, victim);
 
     for (id, password) in stored.iter().filter(|(id, _)| *id != victim) {
-        let secret = vault.decrypt("frank", id, Purpose::Sync).await.unwrap();
+        let secret = vault
+            .decrypt("frank", id, Purpose::ConnectionTest)
+            .await
+            .unwrap();
         assert_eq!(secret.expose_secret(), password.as_bytes());
     }
 }
@@ -119,9 +126,13 @@ async fn a_token_copied_into_another_users_record_does_not_decrypt_there() {
 
     server.restart();
     let vault = server.client().await;
-    data_loss(vault.decrypt("heidi", &thief.id, Purpose::Sync).await);
+    data_loss(
+        vault
+            .decrypt("heidi", &thief.id, Purpose::ConnectionTest)
+            .await,
+    );
     let secret = vault
-        .decrypt("grace", &victim.id, Purpose::Sync)
+        .decrypt("grace", &victim.id, Purpose::ConnectionTest)
         .await
         .unwrap();
     assert_eq!(secret.expose_secret(), b"grace-secret");

@@ -15,7 +15,9 @@ use std::time::Duration;
 use std::{env, fs, thread};
 
 use tempfile::TempDir;
-use vault_client::VaultClient;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use vault_client::{TlsFiles, VaultClient};
+use vault_server::dev::DevLayout;
 
 /// How long a server may take to print its address.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,11 +57,65 @@ impl TestVault {
         fs::read(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
-    /// A client connected to the server.
+    /// The files `--dev` generated: keyring, policy, certificates.
+    pub fn dev_layout(&self) -> DevLayout {
+        DevLayout::new(&self.data_dir())
+    }
+
+    /// The client TLS files of a development role (`api`, `sync`, `ops`).
+    pub fn tls_files(&self, role: &str) -> TlsFiles {
+        let layout = self.dev_layout();
+        TlsFiles {
+            ca: layout.tls_file("ca", "pem"),
+            cert: layout.tls_file(role, "pem"),
+            key: layout.tls_file(role, "key"),
+            server_name: None,
+        }
+    }
+
+    /// A client of the `api` role: it stores, reads, deletes, and decrypts
+    /// for connection tests.
     pub async fn client(&self) -> VaultClient {
-        VaultClient::connect(&format!("http://{}", self.addr))
+        self.client_as("api").await
+    }
+
+    /// A client of the `sync` role: it lists and decrypts for syncs.
+    pub async fn sync_client(&self) -> VaultClient {
+        self.client_as("sync").await
+    }
+
+    /// A client with the certificate of a development role.
+    pub async fn client_as(&self, role: &str) -> VaultClient {
+        VaultClient::connect(&self.addr.to_string(), Some(&self.tls_files(role)))
             .await
             .expect("connect to the test server")
+    }
+
+    /// A raw gRPC channel with the certificate of a development role, for
+    /// tests that send requests the typed client cannot express.
+    pub async fn channel_as(&self, role: &str) -> Channel {
+        let files = self.tls_files(role);
+        let read = |path: &Path| fs::read(path).expect("read a TLS file");
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(&files.ca)))
+            .identity(Identity::from_pem(read(&files.cert), read(&files.key)));
+        Endpoint::from_shared(format!("https://{}", self.addr))
+            .expect("a valid address")
+            .tls_config(tls)
+            .expect("a valid TLS configuration")
+            .connect()
+            .await
+            .expect("connect to the test server")
+    }
+
+    /// Sends SIGHUP: the server re-reads its policy and certificates.
+    pub fn hang_up(&self) {
+        let child = self.child.as_ref().expect("the server is running");
+        let status = Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -HUP failed");
     }
 
     /// Kills the server with SIGKILL: no shutdown, no final flush. Whatever
@@ -152,7 +208,9 @@ fn spawn(root: &Path) -> (Child, SocketAddr) {
         // Keep draining stdout after the address so the server never blocks
         // writing to a full pipe.
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("vault-server: listening on ") {
+            // "vault-server: listening on ADDR (MODE)"
+            if let Some(rest) = line.strip_prefix("vault-server: listening on ") {
+                let addr = rest.split_whitespace().next().unwrap_or_default();
                 let _ = found.send(addr.parse::<SocketAddr>());
             }
         }

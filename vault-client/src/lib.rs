@@ -1,15 +1,23 @@
 //! A thin typed client of the credential vault, and the `vaultctl` command.
 //!
-//! [`VaultClient`] wraps the generated tonic stub: it validates nothing the
-//! server validates (the server is the authority), gives every call a
-//! deadline, and hands decrypted secrets back in a [`Secret`] that wipes
+//! [`VaultClient`] wraps the generated tonic stub over one connection that
+//! every call and every clone shares. It validates nothing the server
+//! validates (the server is the authority), gives every call a deadline,
+//! retries only calls that are safe to repeat and only when the vault was
+//! unavailable, and hands decrypted secrets back in a [`Secret`] that wipes
 //! itself and never prints its value.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), vault_client::ClientError> {
-//! use vault_client::{OdooConnection, Purpose, VaultClient};
+//! use vault_client::{OdooConnection, Purpose, TlsFiles, VaultClient};
 //!
-//! let vault = VaultClient::connect("http://127.0.0.1:7400").await?;
+//! let tls = TlsFiles {
+//!     ca: "vault-dev/tls/ca.pem".into(),
+//!     cert: "vault-dev/tls/sync.pem".into(),
+//!     key: "vault-dev/tls/sync.key".into(),
+//!     server_name: None,
+//! };
+//! let vault = VaultClient::connect("https://127.0.0.1:7400", Some(&tls)).await?;
 //! let odoo = OdooConnection {
 //!     url: "https://odoo.example.com".into(),
 //!     database: "prod".into(),
@@ -21,10 +29,12 @@
 //! # Ok(()) }
 //! ```
 
+use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::SecretSlice;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use vault_proto::v1::{self, vault_client::VaultClient as Stub};
 pub use vault_proto::v1::{Credential, OdooConnection, Purpose};
 
@@ -35,6 +45,44 @@ pub type Secret = SecretSlice<u8>;
 /// How long a call may take unless [`VaultClient::with_deadline`] says
 /// otherwise.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How many times an idempotent call is tried when the vault is unavailable.
+pub const ATTEMPTS: u32 = 4;
+
+/// Wait before the first retry; it doubles for each further one.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The files a client proves its identity with and checks the server by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// CA certificate(s) the server's certificate must chain to, PEM.
+    pub ca: PathBuf,
+    /// This client's certificate, PEM.
+    pub cert: PathBuf,
+    /// This client's private key, PEM.
+    pub key: PathBuf,
+    /// The name the server's certificate must carry; the address's host
+    /// when `None`.
+    pub server_name: Option<String>,
+}
+
+impl TlsFiles {
+    fn to_config(&self) -> Result<ClientTlsConfig, ClientError> {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|source| ClientError::TlsFile {
+                path: path.clone(),
+                source,
+            })
+        };
+        let mut config = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(&self.ca)?))
+            .identity(Identity::from_pem(read(&self.cert)?, read(&self.key)?));
+        if let Some(name) = &self.server_name {
+            config = config.domain_name(name.clone());
+        }
+        Ok(config)
+    }
+}
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +96,15 @@ pub enum ClientError {
         /// What was wrong with it.
         #[source]
         source: tonic::transport::Error,
+    },
+    /// A TLS file could not be read.
+    #[error("cannot read {}", path.display())]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
     },
     /// No connection could be made.
     #[error("cannot connect to the vault at {addr}")]
@@ -91,18 +148,28 @@ pub struct VaultClient {
 }
 
 impl VaultClient {
-    /// Connects to the vault at `addr` (`http://host:port`, or just
-    /// `host:port`).
-    pub async fn connect(addr: &str) -> Result<Self, ClientError> {
-        let uri = if addr.contains("://") {
-            addr.to_owned()
-        } else {
-            format!("http://{addr}")
+    /// Connects to the vault at `addr` (`https://host:port`, or just
+    /// `host:port`) with mutual TLS from `tls`, or in plaintext when `tls`
+    /// is `None` (for a server started with `--insecure-plaintext`).
+    pub async fn connect(addr: &str, tls: Option<&TlsFiles>) -> Result<Self, ClientError> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let uri = match addr.split_once("://") {
+            Some((_, rest)) => format!("{scheme}://{rest}"),
+            None => format!("{scheme}://{addr}"),
         };
-        let endpoint = Endpoint::from_shared(uri).map_err(|source| ClientError::Address {
+        let mut endpoint = Endpoint::from_shared(uri).map_err(|source| ClientError::Address {
             addr: addr.to_owned(),
             source,
         })?;
+        if let Some(tls) = tls {
+            endpoint =
+                endpoint
+                    .tls_config(tls.to_config()?)
+                    .map_err(|source| ClientError::Address {
+                        addr: addr.to_owned(),
+                        source,
+                    })?;
+        }
         let channel = endpoint
             .connect_timeout(Duration::from_secs(5))
             .connect()
@@ -127,6 +194,28 @@ impl VaultClient {
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.deadline);
         request
+    }
+
+    /// Runs an idempotent call, retrying with exponential backoff while the
+    /// vault answers UNAVAILABLE. Calls that change state in a way that is
+    /// not safe to repeat (store, update, delete) never come through here.
+    async fn idempotent<T, F, Fut>(&self, mut call: F) -> Result<T, tonic::Status>
+    where
+        F: FnMut(Stub<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            match call(self.stub.clone()).await {
+                Err(status) if status.code() == tonic::Code::Unavailable && attempt < ATTEMPTS => {
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                    attempt += 1;
+                }
+                result => return result.map(tonic::Response::into_inner),
+            }
+        }
     }
 
     /// Encrypts and stores a new Odoo connection for `user_id`.
@@ -184,12 +273,12 @@ impl VaultClient {
             credential_id: credential_id.to_owned(),
         };
         let reply = self
-            .stub
-            .clone()
-            .get_credential(self.request(request))
+            .idempotent(|mut stub| {
+                let request = self.request(request.clone());
+                async move { stub.get_credential(request).await }
+            })
             .await?;
         reply
-            .into_inner()
             .credential
             .ok_or(ClientError::MalformedReply("credential"))
     }
@@ -208,11 +297,11 @@ impl VaultClient {
             page_token: page_token.to_owned(),
         };
         let reply = self
-            .stub
-            .clone()
-            .list_credentials(self.request(request))
+            .idempotent(|mut stub| {
+                let request = self.request(request.clone());
+                async move { stub.list_credentials(request).await }
+            })
             .await?;
-        let reply = reply.into_inner();
         let next = Some(reply.next_page_token).filter(|token| !token.is_empty());
         Ok((reply.credentials, next))
     }
@@ -243,12 +332,12 @@ impl VaultClient {
             credential_id: credential_id.to_owned(),
             purpose: purpose.into(),
         };
-        let reply = self
-            .stub
-            .clone()
-            .decrypt_credential(self.request(request))
+        let mut reply = self
+            .idempotent(|mut stub| {
+                let request = self.request(request.clone());
+                async move { stub.decrypt_credential(request).await }
+            })
             .await?;
-        let mut reply = reply.into_inner();
         // Move the bytes out so that the only copy left is the wiping one.
         let secret = std::mem::take(&mut reply.secret).into_boxed_slice();
         Ok(Secret::from(secret))
@@ -272,8 +361,13 @@ impl VaultClient {
         let request = v1::EraseUserRequest {
             user_id: user_id.to_owned(),
         };
-        let reply = self.stub.clone().erase_user(self.request(request)).await?;
-        Ok(reply.into_inner().deleted)
+        let reply = self
+            .idempotent(|mut stub| {
+                let request = self.request(request.clone());
+                async move { stub.erase_user(request).await }
+            })
+            .await?;
+        Ok(reply.deleted)
     }
 }
 

@@ -9,6 +9,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
+use crate::dev::DevLayout;
+use crate::transport::TlsFiles;
+
 /// Where a server listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
 /// The data folder of `--dev` unless `--data-dir` is given.
@@ -24,13 +27,14 @@ pub const DEFAULT_DEV_DATA_DIR: &str = "vault-dev";
     decrypts them for authorised callers"
 )]
 pub struct Args {
-    /// Development mode: creates the data folder and a fresh keyring inside it
-    /// on first start. Never use it for real credentials.
+    /// Development mode: on first start, creates in the data folder a keyring,
+    /// a local CA with server and per-role client certificates, and a policy;
+    /// then serves mutual TLS like production. Never use it for real
+    /// credentials.
     #[arg(long)]
     pub dev: bool,
 
-    /// Address to serve gRPC on. Only loopback addresses are accepted until
-    /// transport security is configured.
+    /// Address to serve gRPC on.
     #[arg(long, env = "VAULT_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 
@@ -39,10 +43,32 @@ pub struct Args {
     #[arg(long, env = "VAULT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// Keyring file with the master keys. Required unless --dev (which uses
-    /// DATA_DIR/keyring, creating it if missing).
+    /// Keyring file with the master keys. Required unless --dev.
     #[arg(long, env = "VAULT_KEYRING")]
     pub keyring: Option<PathBuf>,
+
+    /// Access policy file (TOML). Required unless --dev.
+    #[arg(long, env = "VAULT_POLICY")]
+    pub policy: Option<PathBuf>,
+
+    /// Server certificate chain (PEM). Required unless --dev or
+    /// --insecure-plaintext.
+    #[arg(long, env = "VAULT_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Server private key (PEM).
+    #[arg(long, env = "VAULT_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA certificates that client certificates must chain to (PEM).
+    #[arg(long, env = "VAULT_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+
+    /// Serve plaintext gRPC instead of mutual TLS. Only loopback addresses are
+    /// accepted, and every caller gets the identity `insecure-plaintext`,
+    /// which has no permission unless the policy names it.
+    #[arg(long)]
+    pub insecure_plaintext: bool,
 
     /// Log line format on standard error.
     #[arg(long, env = "VAULT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -58,33 +84,30 @@ pub enum LogFormat {
     Json,
 }
 
+/// How the server talks to its callers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// Mutual TLS from these files.
+    Tls(TlsFiles),
+    /// Plaintext on loopback.
+    Plaintext,
+}
+
 /// Settings that were checked and are ready to use.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Loopback address to serve on.
+    /// Address to serve on.
     pub listen: SocketAddr,
     /// The data folder.
     pub data_dir: PathBuf,
-    /// Where the keyring is read from.
-    pub keyring: KeyringSource,
-}
-
-/// Where the keyring comes from.
-#[derive(Debug, Clone)]
-pub enum KeyringSource {
-    /// A file an operator or secret store provides; it must exist.
-    File(PathBuf),
-    /// A development keyring, created at this path if missing.
-    Development(PathBuf),
-}
-
-impl KeyringSource {
-    /// The keyring file's path.
-    pub fn path(&self) -> &std::path::Path {
-        match self {
-            KeyringSource::File(path) | KeyringSource::Development(path) => path,
-        }
-    }
+    /// The keyring file.
+    pub keyring: PathBuf,
+    /// The policy file.
+    pub policy: PathBuf,
+    /// TLS or plaintext.
+    pub transport: Transport,
+    /// Development files to create on start when missing.
+    pub dev: Option<DevLayout>,
 }
 
 /// Settings that cannot work, with what to do instead.
@@ -99,44 +122,91 @@ pub enum SettingsError {
          For a local trial, run `vault-server --dev` instead."
     )]
     NoKeyring,
-    /// No data folder outside development mode.
-    #[error("no data folder given: pass --data-dir DIR or set VAULT_DATA_DIR")]
-    NoDataDir,
-    /// A listen address that is not loopback.
+    /// A required setting is missing.
+    #[error("no {what} given: pass --{flag} or set {env} (or run with --dev for a local trial)")]
+    Missing {
+        /// What is missing.
+        what: &'static str,
+        /// Its flag.
+        flag: &'static str,
+        /// Its environment variable.
+        env: &'static str,
+    },
+    /// Plaintext on an address that is not loopback.
     #[error(
-        "refusing to listen on {0}: without transport security the vault serves loopback \
-         addresses only (127.0.0.1 or ::1)"
+        "refusing --insecure-plaintext on {0}: plaintext is served on loopback addresses only \
+         (127.0.0.1 or ::1)"
     )]
-    NotLoopback(SocketAddr),
+    PlaintextNotLoopback(SocketAddr),
 }
 
 impl Settings {
     /// Checks the parsed command line and fills in `--dev` defaults.
     pub fn from_args(args: &Args) -> Result<Self, SettingsError> {
-        if !args.listen.ip().is_loopback() {
-            return Err(SettingsError::NotLoopback(args.listen));
+        if args.insecure_plaintext && !args.listen.ip().is_loopback() {
+            return Err(SettingsError::PlaintextNotLoopback(args.listen));
         }
 
-        let (data_dir, keyring) = if args.dev {
+        let dev = args.dev.then(|| {
             let data_dir = args
                 .data_dir
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DEV_DATA_DIR));
-            let keyring = match &args.keyring {
-                Some(path) => KeyringSource::File(path.clone()),
-                None => KeyringSource::Development(data_dir.join("keyring")),
-            };
-            (data_dir, keyring)
+            DevLayout::new(&data_dir)
+        });
+        let from_dev = |path: fn(&DevLayout) -> PathBuf| dev.as_ref().map(path);
+        let missing = |what, flag, env| SettingsError::Missing { what, flag, env };
+
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or_else(|| dev.is_some().then(|| PathBuf::from(DEFAULT_DEV_DATA_DIR)))
+            .ok_or(missing("data folder", "data-dir", "VAULT_DATA_DIR"))?;
+        let keyring = args
+            .keyring
+            .clone()
+            .or_else(|| from_dev(DevLayout::keyring))
+            .ok_or(SettingsError::NoKeyring)?;
+        let policy = args
+            .policy
+            .clone()
+            .or_else(|| from_dev(DevLayout::policy))
+            .ok_or(missing("policy", "policy", "VAULT_POLICY"))?;
+
+        let transport = if args.insecure_plaintext {
+            Transport::Plaintext
         } else {
-            let keyring = args.keyring.clone().ok_or(SettingsError::NoKeyring)?;
-            let data_dir = args.data_dir.clone().ok_or(SettingsError::NoDataDir)?;
-            (data_dir, KeyringSource::File(keyring))
+            let tls_file = |given: &Option<PathBuf>, name, ext| {
+                given
+                    .clone()
+                    .or_else(|| dev.as_ref().map(|layout| layout.tls_file(name, ext)))
+            };
+            Transport::Tls(TlsFiles {
+                cert: tls_file(&args.tls_cert, "server", "pem").ok_or(missing(
+                    "server certificate",
+                    "tls-cert",
+                    "VAULT_TLS_CERT",
+                ))?,
+                key: tls_file(&args.tls_key, "server", "key").ok_or(missing(
+                    "server key",
+                    "tls-key",
+                    "VAULT_TLS_KEY",
+                ))?,
+                client_ca: tls_file(&args.client_ca, "ca", "pem").ok_or(missing(
+                    "client CA bundle",
+                    "client-ca",
+                    "VAULT_CLIENT_CA",
+                ))?,
+            })
         };
 
         Ok(Self {
             listen: args.listen,
             data_dir,
             keyring,
+            policy,
+            transport,
+            dev,
         })
     }
 
@@ -148,42 +218,76 @@ impl Settings {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn args(extra: &[&str]) -> Args {
         Args::parse_from(std::iter::once("vault-server").chain(extra.iter().copied()))
     }
 
-    #[test]
-    fn production_mode_needs_a_keyring_and_a_data_dir() {
-        assert!(matches!(
-            Settings::from_args(&args(&["--data-dir", "d"])),
-            Err(SettingsError::NoKeyring)
-        ));
-        assert!(matches!(
-            Settings::from_args(&args(&["--keyring", "k"])),
-            Err(SettingsError::NoDataDir)
-        ));
-        let settings = Settings::from_args(&args(&["--keyring", "k", "--data-dir", "d"])).unwrap();
-        assert!(matches!(settings.keyring, KeyringSource::File(_)));
-    }
+    const PRODUCTION: [&str; 12] = [
+        "--keyring",
+        "k",
+        "--data-dir",
+        "d",
+        "--policy",
+        "p",
+        "--tls-cert",
+        "c",
+        "--tls-key",
+        "ck",
+        "--client-ca",
+        "ca",
+    ];
 
     #[test]
-    fn dev_mode_keeps_its_keyring_in_the_data_dir() {
-        let settings = Settings::from_args(&args(&["--dev", "--data-dir", "here"])).unwrap();
-        assert_eq!(
-            settings.keyring.path(),
-            std::path::Path::new("here/keyring")
-        );
-        assert!(matches!(settings.keyring, KeyringSource::Development(_)));
-    }
-
-    #[test]
-    fn non_loopback_addresses_are_refused() {
-        for listen in ["0.0.0.0:7400", "[::]:7400", "192.0.2.1:7400"] {
-            let err = Settings::from_args(&args(&["--dev", "--listen", listen])).unwrap_err();
-            assert!(matches!(err, SettingsError::NotLoopback(_)), "{listen}");
+    fn production_mode_needs_every_file() {
+        assert!(Settings::from_args(&args(&PRODUCTION)).is_ok());
+        for skip in (0..PRODUCTION.len()).step_by(2) {
+            let mut partial = PRODUCTION.to_vec();
+            partial.drain(skip..skip + 2);
+            let err = Settings::from_args(&args(&partial)).unwrap_err();
+            let flag = PRODUCTION[skip].trim_start_matches("--");
+            assert!(err.to_string().contains(flag), "{flag}: {err}");
         }
-        assert!(Settings::from_args(&args(&["--dev", "--listen", "[::1]:0"])).is_ok());
+    }
+
+    #[test]
+    fn dev_mode_keeps_everything_in_the_data_dir_and_serves_tls() {
+        let settings = Settings::from_args(&args(&["--dev", "--data-dir", "here"])).unwrap();
+        assert_eq!(settings.keyring, Path::new("here/keyring"));
+        assert_eq!(settings.policy, Path::new("here/policy.toml"));
+        let Transport::Tls(files) = settings.transport else {
+            panic!("dev mode serves TLS");
+        };
+        assert_eq!(files.client_ca, Path::new("here/tls/ca.pem"));
+    }
+
+    #[test]
+    fn plaintext_is_refused_off_loopback() {
+        for listen in ["0.0.0.0:7400", "[::]:7400", "192.0.2.1:7400"] {
+            let err = Settings::from_args(&args(&[
+                "--dev",
+                "--insecure-plaintext",
+                "--listen",
+                listen,
+            ]))
+            .unwrap_err();
+            assert!(
+                matches!(err, SettingsError::PlaintextNotLoopback(_)),
+                "{listen}"
+            );
+        }
+        let settings = Settings::from_args(&args(&[
+            "--dev",
+            "--insecure-plaintext",
+            "--listen",
+            "[::1]:0",
+        ]))
+        .unwrap();
+        assert_eq!(settings.transport, Transport::Plaintext);
+        // With TLS any address is fine.
+        assert!(Settings::from_args(&args(&["--dev", "--listen", "0.0.0.0:7400"])).is_ok());
     }
 }

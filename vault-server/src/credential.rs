@@ -251,7 +251,7 @@ fn parse_name(field: &'static str, raw: &str) -> Result<String, InvalidField> {
 }
 
 /// Why a caller wants a secret in the clear.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
 pub enum Purpose {
     /// Checking once that a newly entered connection works.

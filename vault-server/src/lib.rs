@@ -9,12 +9,20 @@
 //!   bind each token to its owner and id;
 //! - [`store`]: the narrow storage interface and its sled implementation,
 //!   with group commit so every acknowledged write is durable;
+//! - [`access`]: caller identities from client certificates, and the policy
+//!   that says which caller may do what;
 //! - [`service`]: the gRPC service, one module per family of calls;
-//! - [`config`] and [`server`]: settings and the process around it all.
+//! - [`transport`]: mutual TLS with reloadable certificates;
+//! - [`config`], [`dev`], [`reload`] and [`server`]: settings, the `--dev`
+//!   setup, and the process around it all.
 
+pub mod access;
 pub mod config;
 pub mod credential;
 pub mod crypto;
+pub mod dev;
+pub mod reload;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod transport;

@@ -2,34 +2,51 @@
 
 use std::fs;
 use std::io::{self, Write as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_stream::Stream;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::Connected;
 
-use crate::config::{KeyringSource, Settings};
+use crate::access::Policy;
+use crate::config::{Settings, Transport};
 use crate::crypto::keyring::Keyring;
+use crate::reload::Reloadable;
 use crate::service::VaultService;
 use crate::store::SledStore;
+use crate::transport::{self, TlsFiles};
 
 /// How long calls in flight may take to finish once shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Opens the store, loads the keyring, serves until `shutdown` completes,
-/// then flushes the store.
+/// Opens the store, loads the keyring and policy, serves until `shutdown`
+/// completes, then flushes the store. SIGHUP re-reads the policy and the TLS
+/// files.
 ///
-/// Lifecycle lines meant for people and scripts (where the data is, the
-/// address actually bound) go to standard output; logs go to standard error.
+/// Lifecycle lines meant for people and scripts (what `--dev` created, where
+/// the data is, the address actually bound) go to standard output; logs go
+/// to standard error.
 pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    if let Some(layout) = &settings.dev {
+        for line in layout
+            .ensure()
+            .context("cannot create the development files")?
+        {
+            announce(&format!("dev mode: {line}"))?;
+        }
+    }
     fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create data folder {}", settings.data_dir.display()))?;
-    let keyring = Arc::new(load_keyring(&settings.keyring)?);
+    let keyring = Arc::new(Keyring::load(&settings.keyring).context("cannot load the keyring")?);
+    let policy = Reloadable::new(Policy::load(&settings.policy).context("cannot load the policy")?);
     let store = SledStore::open(&settings.database_dir()).with_context(|| {
         format!(
             "cannot open database in {}",
@@ -46,35 +63,21 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let bound = listener.local_addr()?;
-    announce(&format!("data in {}", settings.data_dir.display()))?;
-    announce(&format!("listening on {bound}"))?;
-    tracing::info!(addr = %bound, "serving");
+    let service = VaultService::new(store.clone(), keyring, policy.clone());
 
-    // Graceful shutdown stops accepting, then lets calls in flight finish,
-    // but a client that never closes its connection must not hold the
-    // process forever: after the grace period it is cut off.
-    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
-    let shutdown = async move {
-        shutdown.await;
-        let _ = stopping.send(());
-    };
-    let service = VaultService::new(store.clone(), keyring);
-    let serve = tonic::transport::Server::builder()
-        .add_service(service.into_server())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
-    let grace_expired = async {
-        if stopped.await.is_ok() {
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } else {
-            std::future::pending::<()>().await;
+    match &settings.transport {
+        Transport::Tls(files) => {
+            let tls = Reloadable::new(files.load().context("cannot set up TLS")?);
+            let tls_reload = Some((files.clone(), tls.clone()));
+            spawn_reloader(settings.policy.clone(), policy, tls_reload)?;
+            announce_ready(&settings, bound, "mutual TLS")?;
+            serve(service, transport::serve_tls(listener, tls), shutdown).await?;
         }
-    };
-    tokio::select! {
-        served = serve => served.context("server failed")?,
-        () = grace_expired => tracing::warn!(
-            grace = ?SHUTDOWN_GRACE,
-            "connections still open after the grace period; closing them"
-        ),
+        Transport::Plaintext => {
+            spawn_reloader(settings.policy.clone(), policy, None)?;
+            announce_ready(&settings, bound, "PLAINTEXT (loopback only)")?;
+            serve(service, TcpListenerStream::new(listener), shutdown).await?;
+        }
     }
 
     store.flush().context("final flush failed")?;
@@ -82,33 +85,107 @@ pub async fn run(
     Ok(())
 }
 
-/// Loads the keyring, first creating a development one if that is asked for
-/// and none exists yet.
-fn load_keyring(source: &KeyringSource) -> anyhow::Result<Keyring> {
-    if let KeyringSource::Development(path) = source
-        && !path.exists()
-    {
-        create_dev_keyring(path)?;
-        announce(&format!(
-            "dev mode: created a new keyring at {} (for development only)",
-            path.display()
-        ))?;
+/// Serves `incoming` connections until `shutdown`, then lets calls in flight
+/// finish for at most [`SHUTDOWN_GRACE`]: a client that never closes its
+/// connection must not hold the process forever.
+async fn serve<IO>(
+    service: VaultService<SledStore>,
+    incoming: impl Stream<Item = io::Result<IO>> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()>
+where
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+{
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping.send(());
+    };
+    let serve = tonic::transport::Server::builder()
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(incoming, shutdown);
+    let grace_expired = async {
+        match stopped.await {
+            Ok(()) => tokio::time::sleep(SHUTDOWN_GRACE).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        served = serve => served.context("server failed"),
+        () = grace_expired => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; closing them");
+            Ok(())
+        }
     }
-    Keyring::load(source.path()).context("cannot load keyring")
 }
 
-/// Writes a fresh one-key keyring readable by its owner only.
-fn create_dev_keyring(path: &Path) -> anyhow::Result<()> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+fn announce_ready(settings: &Settings, bound: std::net::SocketAddr, mode: &str) -> io::Result<()> {
+    announce(&format!("data in {}", settings.data_dir.display()))?;
+    if let (Some(layout), Transport::Tls(_)) = (&settings.dev, &settings.transport) {
+        announce(&format!(
+            "dev mode: client certificates in {} (CA ca.pem; roles api, sync, ops: ROLE.pem, \
+             ROLE.key)",
+            layout.tls_dir().display()
+        ))?;
+    }
+    tracing::info!(addr = %bound, mode, "serving");
+    announce(&format!("listening on {bound} ({mode})"))
+}
 
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("cannot create keyring {}", path.display()))?;
-    file.write_all(Keyring::generate_text().as_bytes())?;
-    file.sync_all()?;
+/// Re-reads the policy (and the TLS files, when serving TLS) on every
+/// SIGHUP. A file that fails to load leaves the previous configuration in
+/// force; established connections keep the configuration they were accepted
+/// with.
+fn spawn_reloader(
+    policy_path: PathBuf,
+    policy: Reloadable<Policy>,
+    tls: Option<(TlsFiles, Reloadable<rustls::ServerConfig>)>,
+) -> anyhow::Result<()> {
+    on_hangup(move || {
+        reload_policy(&policy_path, &policy);
+        if let Some((files, config)) = &tls {
+            match files.load() {
+                Ok(loaded) => {
+                    config.replace(loaded);
+                    tracing::info!("TLS certificates reloaded");
+                }
+                Err(err) => tracing::error!(
+                    error = %err,
+                    "TLS reload refused; keeping the previous certificates"
+                ),
+            }
+        }
+    })
+}
+
+fn reload_policy(path: &Path, policy: &Reloadable<Policy>) {
+    match Policy::load(path) {
+        Ok(loaded) => {
+            policy.replace(loaded);
+            tracing::info!(path = %path.display(), "policy reloaded");
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "policy reload refused; keeping the previous policy")
+        }
+    }
+}
+
+#[cfg(unix)]
+fn on_hangup(mut reload: impl FnMut() + Send + 'static) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let mut hangups = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading");
+            reload();
+        }
+    });
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn on_hangup(_reload: impl FnMut() + Send + 'static) -> anyhow::Result<()> {
     Ok(())
 }
 

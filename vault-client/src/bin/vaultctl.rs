@@ -6,6 +6,7 @@
 //! a terminal.
 
 use std::io::{self, IsTerminal as _, Read as _, Write as _};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -13,7 +14,7 @@ use anyhow::Context as _;
 use base64::Engine as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::ExposeSecret as _;
-use vault_client::{Credential, OdooConnection, Purpose, VaultClient};
+use vault_client::{Credential, OdooConnection, Purpose, TlsFiles, VaultClient};
 use vault_proto::v1::credential_fields::Kind;
 use zeroize::Zeroizing;
 
@@ -21,17 +22,62 @@ use zeroize::Zeroizing;
 #[derive(Debug, Parser)]
 #[command(name = "vaultctl", version, about)]
 struct Cli {
-    /// Address of the vault server.
+    /// Address of the vault server (host:port).
     #[arg(
         long,
         global = true,
         env = "VAULT_ADDR",
-        default_value = "http://127.0.0.1:7400"
+        default_value = "127.0.0.1:7400"
     )]
     addr: String,
 
+    #[command(flatten)]
+    tls: TlsArgs,
+
     #[command(subcommand)]
     command: Command,
+}
+
+/// How vaultctl proves who it is: the files of one caller role.
+#[derive(Debug, Args)]
+struct TlsArgs {
+    /// CA certificate the server's certificate must chain to (PEM).
+    #[arg(long, global = true, env = "VAULT_CA")]
+    ca: Option<PathBuf>,
+    /// This caller's client certificate (PEM); it names the caller's identity.
+    #[arg(long, global = true, env = "VAULT_CERT")]
+    cert: Option<PathBuf>,
+    /// This caller's private key (PEM).
+    #[arg(long, global = true, env = "VAULT_KEY")]
+    key: Option<PathBuf>,
+    /// Name the server's certificate must carry, when it differs from the
+    /// address's host.
+    #[arg(long, global = true, env = "VAULT_SERVER_NAME")]
+    server_name: Option<String>,
+    /// Talk plaintext to a server started with --insecure-plaintext.
+    #[arg(long, global = true)]
+    insecure_plaintext: bool,
+}
+
+impl TlsArgs {
+    fn to_files(&self) -> anyhow::Result<Option<TlsFiles>> {
+        if self.insecure_plaintext {
+            return Ok(None);
+        }
+        match (&self.ca, &self.cert, &self.key) {
+            (Some(ca), Some(cert), Some(key)) => Ok(Some(TlsFiles {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+                server_name: self.server_name.clone(),
+            })),
+            _ => anyhow::bail!(
+                "the vault needs a client certificate: pass --ca, --cert and --key (or set \
+                 VAULT_CA, VAULT_CERT and VAULT_KEY). `vault-server --dev` prints where its \
+                 files are: ca.pem, and ROLE.pem with ROLE.key for the roles api, sync and ops"
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,7 +205,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::GenKey { keyring } = cli.command {
         return gen_key(keyring);
     }
-    let vault = VaultClient::connect(&cli.addr).await?;
+    let tls = cli.tls.to_files()?;
+    let vault = VaultClient::connect(&cli.addr, tls.as_ref()).await?;
 
     match cli.command {
         Command::GenKey { .. } => unreachable!("handled before connecting"),

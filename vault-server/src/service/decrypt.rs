@@ -6,6 +6,7 @@ use vault_proto::v1;
 
 use super::error::ServiceError;
 use super::{VaultService, convert, record_credential, record_user};
+use crate::access::{Caller, Operation};
 use crate::crypto::sealing::{OpenError, RecordBinding};
 use crate::store::CredentialStore;
 
@@ -13,6 +14,7 @@ impl<S: CredentialStore> VaultService<S> {
     /// Opens one credential's secret for the stated purpose.
     pub(super) async fn decrypt(
         &self,
+        caller: &Caller,
         request: v1::DecryptCredentialRequest,
     ) -> Result<v1::DecryptCredentialResponse, ServiceError> {
         let owner = convert::user_id(&request.user_id)?;
@@ -21,6 +23,9 @@ impl<S: CredentialStore> VaultService<S> {
         record_credential(&id);
         let purpose = convert::purpose(request.purpose)?;
         Span::current().record("purpose", field::display(purpose.as_str()));
+        self.policy
+            .current()
+            .authorize(caller, Operation::Decrypt, Some(purpose))?;
 
         let record = self.store.get(&owner, &id)?.ok_or(ServiceError::NotFound)?;
         let binding = RecordBinding {

@@ -7,6 +7,7 @@
 
 use tonic::{Code, Status};
 
+use crate::access::policy::Denied;
 use crate::credential::{CredentialId, InvalidField};
 use crate::store::StoreError;
 
@@ -18,6 +19,12 @@ pub const NOT_FOUND: &str = "credential not found";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServiceError {
+    /// The caller's identity could not be established.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The policy does not allow this caller this call.
+    #[error(transparent)]
+    Denied(#[from] Denied),
     /// A request field was refused.
     #[error("invalid argument: {0}")]
     InvalidArgument(#[from] InvalidField),
@@ -47,6 +54,8 @@ impl ServiceError {
     /// The status a caller sees.
     pub fn to_status(&self) -> Status {
         match self {
+            ServiceError::Unauthenticated(reason) => Status::unauthenticated(reason.clone()),
+            ServiceError::Denied(denied) => Status::permission_denied(denied.to_string()),
             ServiceError::InvalidArgument(field) => Status::invalid_argument(field.to_string()),
             ServiceError::NotFound => Status::not_found(NOT_FOUND),
             ServiceError::Integrity(id) => Status::data_loss(format!(

@@ -24,9 +24,13 @@ use tonic::{Request, Response, Status};
 use tracing::{Instrument, Span, field};
 use vault_proto::v1;
 
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+
 use self::error::ServiceError;
+use crate::access::{Caller, Operation, Policy};
 use crate::credential::{CredentialId, UserId};
 use crate::crypto::keyring::Keyring;
+use crate::reload::Reloadable;
 use crate::store::CredentialStore;
 
 /// The vault's gRPC service over a store `S`.
@@ -34,12 +38,31 @@ use crate::store::CredentialStore;
 pub struct VaultService<S> {
     store: S,
     keyring: Arc<Keyring>,
+    policy: Reloadable<Policy>,
 }
 
 impl<S: CredentialStore> VaultService<S> {
-    /// A service that keeps records in `store` and seals them with `keyring`.
-    pub fn new(store: S, keyring: Arc<Keyring>) -> Self {
-        Self { store, keyring }
+    /// A service that keeps records in `store`, seals them with `keyring`
+    /// and lets callers do what `policy` allows.
+    pub fn new(store: S, keyring: Arc<Keyring>, policy: Reloadable<Policy>) -> Self {
+        Self {
+            store,
+            keyring,
+            policy,
+        }
+    }
+
+    /// Establishes who sent `request` and checks that the policy lets them
+    /// do `operation` (for a decrypt, the purpose is checked once parsed).
+    fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        operation: Operation,
+    ) -> Result<Caller, ServiceError> {
+        let caller = caller(request)?;
+        Span::current().record("caller", field::display(&caller));
+        self.policy.current().authorize(&caller, operation, None)?;
+        Ok(caller)
     }
 
     /// The generated tonic server around this service.
@@ -54,6 +77,7 @@ fn call_span(operation: &'static str) -> Span {
     tracing::info_span!(
         "call",
         op = operation,
+        caller = field::Empty,
         user_id = field::Empty,
         credential_id = field::Empty,
         purpose = field::Empty,
@@ -94,50 +118,92 @@ impl<S: CredentialStore> v1::vault_server::Vault for VaultService<S> {
         &self,
         request: Request<v1::StoreCredentialRequest>,
     ) -> Result<Response<v1::StoreCredentialResponse>, Status> {
-        observe(call_span("store"), self.store(request.into_inner())).await
+        observe(call_span("store"), async move {
+            self.authorize(&request, Operation::Store)?;
+            self.store(request.into_inner()).await
+        })
+        .await
     }
 
     async fn update_credential(
         &self,
         request: Request<v1::UpdateCredentialRequest>,
     ) -> Result<Response<v1::UpdateCredentialResponse>, Status> {
-        observe(call_span("update"), self.update(request.into_inner())).await
+        observe(call_span("update"), async move {
+            self.authorize(&request, Operation::Update)?;
+            self.update(request.into_inner()).await
+        })
+        .await
     }
 
     async fn get_credential(
         &self,
         request: Request<v1::GetCredentialRequest>,
     ) -> Result<Response<v1::GetCredentialResponse>, Status> {
-        observe(call_span("get"), self.get(request.into_inner())).await
+        observe(call_span("get"), async move {
+            self.authorize(&request, Operation::Get)?;
+            self.get(request.into_inner()).await
+        })
+        .await
     }
 
     async fn list_credentials(
         &self,
         request: Request<v1::ListCredentialsRequest>,
     ) -> Result<Response<v1::ListCredentialsResponse>, Status> {
-        observe(call_span("list"), self.list(request.into_inner())).await
+        observe(call_span("list"), async move {
+            self.authorize(&request, Operation::List)?;
+            self.list(request.into_inner()).await
+        })
+        .await
     }
 
     async fn decrypt_credential(
         &self,
         request: Request<v1::DecryptCredentialRequest>,
     ) -> Result<Response<v1::DecryptCredentialResponse>, Status> {
-        observe(call_span("decrypt"), self.decrypt(request.into_inner())).await
+        observe(call_span("decrypt"), async move {
+            let caller = self.authorize(&request, Operation::Decrypt)?;
+            self.decrypt(&caller, request.into_inner()).await
+        })
+        .await
     }
 
     async fn delete_credential(
         &self,
         request: Request<v1::DeleteCredentialRequest>,
     ) -> Result<Response<v1::DeleteCredentialResponse>, Status> {
-        observe(call_span("delete"), self.delete(request.into_inner())).await
+        observe(call_span("delete"), async move {
+            self.authorize(&request, Operation::Delete)?;
+            self.delete(request.into_inner()).await
+        })
+        .await
     }
 
     async fn erase_user(
         &self,
         request: Request<v1::EraseUserRequest>,
     ) -> Result<Response<v1::EraseUserResponse>, Status> {
-        observe(call_span("erase"), self.erase(request.into_inner())).await
+        observe(call_span("erase"), async move {
+            self.authorize(&request, Operation::Erase)?;
+            self.erase(request.into_inner()).await
+        })
+        .await
     }
+}
+
+/// The identity of whoever sent `request`: from the client certificate on a
+/// TLS connection, or the fixed plaintext identity on the plaintext listener.
+fn caller<T>(request: &Request<T>) -> Result<Caller, ServiceError> {
+    let tls = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
+    let Some(tls) = tls else {
+        return Ok(Caller::plaintext());
+    };
+    let certificates = tls.peer_certs().unwrap_or_default();
+    let leaf = certificates
+        .first()
+        .ok_or_else(|| ServiceError::Unauthenticated("no client certificate".into()))?;
+    Caller::from_certificate(leaf).map_err(|err| ServiceError::Unauthenticated(err.to_string()))
 }
 
 /// Records the owner a call is about on the current span.
