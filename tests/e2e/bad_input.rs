@@ -1,5 +1,8 @@
 //! Bad input answers INVALID_ARGUMENT, names the field, and stores nothing.
 
+// Helpers of a test may unwrap: a panic there is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use tonic::Code;
 use vault_e2e::{TestVault, odoo};
 use vault_proto::v1::{self, vault_client::VaultClient as Stub};

@@ -1,6 +1,9 @@
 //! The vault's main job end to end: store, decrypt, isolate users, delete,
 //! survive a crash, and keep plaintext off the disk and out of the log.
 
+// Helpers of a test may unwrap: a panic there is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use secrecy::ExposeSecret as _;
 use tonic::Code;
 use vault_client::{ClientError, Purpose, VaultClient};

@@ -1,6 +1,9 @@
 //! A stored token that was changed on disk fails loudly, alone: the damaged
 //! credential answers DATA_LOSS and every other one still decrypts.
 
+// Helpers of a test may unwrap: a panic there is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use secrecy::ExposeSecret as _;
 use tonic::Code;
 use vault_client::{ClientError, Purpose};

@@ -28,17 +28,25 @@ pub struct TestVault {
     child: Option<Child>,
     addr: SocketAddr,
     dir: TempDir,
+    extra_args: Vec<String>,
 }
 
 impl TestVault {
     /// Starts a server in a new temporary folder.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra command-line arguments.
+    pub fn start_with(extra_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("create a temporary folder");
-        let (child, addr) = spawn(dir.path());
+        let extra_args: Vec<String> = extra_args.iter().map(|arg| arg.to_string()).collect();
+        let (child, addr) = spawn(dir.path(), &extra_args);
         Self {
             child: Some(child),
             addr,
             dir,
+            extra_args,
         }
     }
 
@@ -147,7 +155,7 @@ impl TestVault {
     /// [`stop`]: TestVault::stop
     pub fn restart(&mut self) {
         self.kill();
-        let (child, addr) = spawn(self.dir.path());
+        let (child, addr) = spawn(self.dir.path(), &self.extra_args);
         self.child = Some(child);
         self.addr = addr;
     }
@@ -185,7 +193,7 @@ pub fn server_binary() -> PathBuf {
 
 /// Starts `vault-server --dev` with its data under `root/data` and its log
 /// appended to `root/server.log`, and waits for the address it bound.
-fn spawn(root: &Path) -> (Child, SocketAddr) {
+fn spawn(root: &Path, extra_args: &[String]) -> (Child, SocketAddr) {
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -194,6 +202,7 @@ fn spawn(root: &Path) -> (Child, SocketAddr) {
     let mut child = Command::new(server_binary())
         .args(["--dev", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(root.join("data"))
+        .args(extra_args)
         .env("RUST_LOG", "debug")
         .env_remove("VAULT_KEYRING")
         .stdin(Stdio::null())

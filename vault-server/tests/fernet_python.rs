@@ -5,6 +5,9 @@
 //! package are required: without them the tests fail, they do not skip. Install the package
 //! with `python3 -m pip install cryptography`.
 
+// Helpers of a test may unwrap: a panic there is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -5,6 +5,9 @@
 //! to read `$VAULT_TESTDATA_DIR/fernet/` instead. Missing files fail the tests; they are never
 //! skipped.
 
+// Helpers of a test may unwrap: a panic there is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 use std::{env, fs};
 
