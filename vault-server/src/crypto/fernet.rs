@@ -186,20 +186,7 @@ impl FernetKey {
     ///
     /// [`KeyFormatError`] if `encoded` is not exactly that form.
     pub fn from_base64(encoded: &str) -> Result<Self, KeyFormatError> {
-        if encoded.len() != ENCODED_KEY_LEN {
-            return Err(KeyFormatError);
-        }
-
-        // Decode into a wiped buffer of our own; the allocating decoder would drop a partly
-        // decoded key unwiped on its error path.
-        let mut bytes = Zeroizing::new([0; KEY_LEN]);
-        let decoded_len = URL_SAFE
-            .decode_slice(encoded, bytes.as_mut_slice())
-            .map_err(|_| KeyFormatError)?;
-        if decoded_len != KEY_LEN {
-            return Err(KeyFormatError);
-        }
-
+        let bytes = decode_key(encoded)?;
         Ok(Self::from_bytes(&bytes))
     }
 
@@ -321,6 +308,34 @@ pub fn generate_key_base64() -> SecretString {
     let text = std::str::from_utf8(&text[..written]).expect("base64 output is ASCII");
 
     SecretString::new(Box::from(text))
+}
+
+/// Decodes a key in Fernet's text form into its 32 raw bytes, with the same strict rules as
+/// [`FernetKey::from_base64`], for callers that derive other keys from the raw bytes.
+pub fn decode_key(encoded: &str) -> Result<Zeroizing<[u8; KEY_LEN]>, KeyFormatError> {
+    if encoded.len() != ENCODED_KEY_LEN {
+        return Err(KeyFormatError);
+    }
+
+    // Decode into a wiped buffer of our own; the allocating decoder would drop a partly
+    // decoded key unwiped on its error path.
+    let mut bytes = Zeroizing::new([0; KEY_LEN]);
+    let decoded_len = URL_SAFE
+        .decode_slice(encoded, bytes.as_mut_slice())
+        .map_err(|_| KeyFormatError)?;
+    if decoded_len != KEY_LEN {
+        return Err(KeyFormatError);
+    }
+    Ok(bytes)
+}
+
+/// Whether `token` has the shape of a Fernet token (base64, version, lengths), without any
+/// key. It says nothing about authenticity; it lets an import tell a mangled row from one
+/// sealed under another key.
+pub fn is_well_formed(token: &str) -> bool {
+    URL_SAFE
+        .decode(token)
+        .is_ok_and(|decoded| Sealed::parse(&decoded).is_ok())
 }
 
 /// The fields of a decoded token, borrowed from it; nothing here is authenticated yet.

@@ -17,6 +17,11 @@
 //! `Fernet.generate_key()` or `vaultctl gen-key` prints. `primary VERSION`
 //! names the key that seals new secrets; every key opens what it sealed.
 //!
+//! `legacy NAME KEY` adds a decrypt-only key of another application: a plain
+//! Fernet key whose tokens `vaultctl import` moves into the vault. It never
+//! seals anything, and can be removed once the import is done. NAME is 1 to
+//! 64 letters, digits, `-`, `_` or `.`.
+//!
 //! The file is read into a buffer that is wiped after parsing, and parse
 //! errors name the line, never its content.
 
@@ -29,7 +34,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use super::fernet::{FernetKey, KeyFormatError};
+use super::fernet::{self, FernetKey};
 
 /// Why a keyring could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -87,19 +92,10 @@ const RECORD_KEY_SALT: &[u8] = b"vault.v1 record keys";
 impl MasterKey {
     /// Expands the 32 raw key bytes into the forms the vault uses.
     fn from_bytes(version: u32, bytes: &[u8; 32]) -> Self {
-        let record_keys = Hkdf::<Sha256>::new(Some(RECORD_KEY_SALT), bytes);
-
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(bytes)
-            .expect("HMAC accepts keys of any length");
-        mac.update(b"vault.v1 key fingerprint");
-        let digest = mac.finalize().into_bytes();
-        let mut fingerprint = [0; 8];
-        fingerprint.copy_from_slice(&digest[..8]);
-
         Self {
             version,
-            record_keys,
-            fingerprint,
+            record_keys: Hkdf::<Sha256>::new(Some(RECORD_KEY_SALT), bytes),
+            fingerprint: fingerprint(bytes),
         }
     }
 
@@ -140,11 +136,47 @@ impl fmt::Debug for MasterKey {
     }
 }
 
-/// Every master key the vault knows, and which one seals new secrets.
+/// Every master key the vault knows, which one seals new secrets, and the
+/// decrypt-only keys of applications whose data is being imported.
 #[derive(Debug)]
 pub struct Keyring {
     keys: BTreeMap<u32, MasterKey>,
     primary: u32,
+    legacy: Vec<LegacyKey>,
+}
+
+/// Another application's Fernet key, used only to open the tokens it made
+/// while importing them.
+pub struct LegacyKey {
+    name: String,
+    key: FernetKey,
+    fingerprint: [u8; 8],
+}
+
+impl LegacyKey {
+    /// The name the keyring gives it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A public name for the key (see [`MasterKey::fingerprint`]).
+    pub fn fingerprint(&self) -> String {
+        hex(&self.fingerprint)
+    }
+
+    /// The key itself, for opening imported tokens.
+    pub(crate) fn fernet(&self) -> &FernetKey {
+        &self.key
+    }
+}
+
+impl fmt::Debug for LegacyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LegacyKey")
+            .field("name", &self.name)
+            .field("fingerprint", &self.fingerprint())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Keyring {
@@ -160,6 +192,7 @@ impl Keyring {
     /// Parses keyring text (see the module docs for the format).
     pub fn parse(text: &str) -> Result<Self, KeyringError> {
         let mut keys = BTreeMap::new();
+        let mut legacy = Vec::new();
         let mut primary = None;
 
         for (index, raw) in text.lines().enumerate() {
@@ -172,7 +205,7 @@ impl Keyring {
                 Some("key") => {
                     let version = parse_version(words.next()).map_err(err)?;
                     let encoded = words.next().ok_or(err("`key` needs a version and a key"))?;
-                    let bytes = decode_key(encoded).map_err(|_| err(KEY_FORMAT))?;
+                    let bytes = fernet::decode_key(encoded).map_err(|_| err(KEY_FORMAT))?;
                     if words.next().is_some() {
                         return Err(err("unexpected text after the key"));
                     }
@@ -180,6 +213,30 @@ impl Keyring {
                         return Err(KeyringError::DuplicateVersion { line, version });
                     }
                     keys.insert(version, MasterKey::from_bytes(version, &bytes));
+                }
+                Some("legacy") => {
+                    let name = words.next().ok_or(err("`legacy` needs a name and a key"))?;
+                    if name.is_empty()
+                        || name.len() > 64
+                        || !name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                    {
+                        return Err(err("a legacy key's name is 1 to 64 of A-Z a-z 0-9 - _ ."));
+                    }
+                    let encoded = words.next().ok_or(err("`legacy` needs a name and a key"))?;
+                    let bytes = fernet::decode_key(encoded).map_err(|_| err(KEY_FORMAT))?;
+                    if words.next().is_some() {
+                        return Err(err("unexpected text after the key"));
+                    }
+                    if legacy.iter().any(|key: &LegacyKey| key.name == name) {
+                        return Err(err("a second legacy key with this name"));
+                    }
+                    legacy.push(LegacyKey {
+                        name: name.to_owned(),
+                        fingerprint: fingerprint(&bytes),
+                        key: FernetKey::from_bytes(&bytes),
+                    });
                 }
                 Some("primary") => {
                     let version = parse_version(words.next()).map_err(err)?;
@@ -190,7 +247,11 @@ impl Keyring {
                         return Err(err("a second `primary` line"));
                     }
                 }
-                Some(_) => return Err(err("unknown directive (expected `key` or `primary`)")),
+                Some(_) => {
+                    return Err(err(
+                        "unknown directive (expected `key`, `primary` or `legacy`)",
+                    ));
+                }
             }
         }
 
@@ -201,12 +262,16 @@ impl Keyring {
         if !keys.contains_key(&primary) {
             return Err(KeyringError::UnknownPrimary(primary));
         }
-        Ok(Self { keys, primary })
+        Ok(Self {
+            keys,
+            primary,
+            legacy,
+        })
     }
 
     /// A keyring holding one new random key, version 1, as file text.
     pub fn generate_text() -> Zeroizing<String> {
-        let key = super::fernet::generate_key_base64();
+        let key = fernet::generate_key_base64();
         Zeroizing::new(format!(
             "# Vault keyring. Keep this file secret: it opens every stored credential.\n\
              key 1 {}\nprimary 1\n",
@@ -228,6 +293,27 @@ impl Keyring {
     pub fn keys(&self) -> impl Iterator<Item = &MasterKey> {
         self.keys.values()
     }
+
+    /// The decrypt-only keys of other applications, in file order.
+    pub fn legacy_keys(&self) -> &[LegacyKey] {
+        &self.legacy
+    }
+}
+
+/// An HMAC of a fixed label under the key, cut to 8 bytes: it names a key
+/// without revealing anything about it.
+fn fingerprint(bytes: &[u8; 32]) -> [u8; 8] {
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(bytes).expect("HMAC accepts keys of any length");
+    mac.update(b"vault.v1 key fingerprint");
+    let digest = mac.finalize().into_bytes();
+    let mut fingerprint = [0; 8];
+    fingerprint.copy_from_slice(&digest[..8]);
+    fingerprint
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 const KEY_FORMAT: &str = "the key is not 32 bytes of url-safe base64 (44 characters)";
@@ -238,23 +324,6 @@ fn parse_version(word: Option<&str>) -> Result<u32, &'static str> {
         Ok(version) if version > 0 => Ok(version),
         _ => Err("the key version must be a whole number from 1 to 4294967295"),
     }
-}
-
-/// Decodes a key in Fernet's text format into its 32 raw bytes.
-fn decode_key(encoded: &str) -> Result<Zeroizing<[u8; 32]>, KeyFormatError> {
-    use base64::Engine as _;
-
-    let decoded = Zeroizing::new(
-        base64::engine::general_purpose::URL_SAFE
-            .decode(encoded)
-            .map_err(|_| KeyFormatError)?,
-    );
-    let mut bytes = Zeroizing::new([0u8; 32]);
-    if decoded.len() != bytes.len() {
-        return Err(KeyFormatError);
-    }
-    bytes.copy_from_slice(&decoded);
-    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -306,6 +375,28 @@ mod tests {
             let message = Keyring::parse(&text).unwrap_err().to_string();
             assert!(message.contains(expected), "{text:?} gave {message:?}");
             assert!(!message.contains(&KEY_A[..20]), "{message}");
+        }
+    }
+
+    #[test]
+    fn legacy_keys_are_named_decrypt_only_keys() {
+        let text = format!("key 1 {KEY_A}\nprimary 1\nlegacy old-app {KEY_B}\n");
+        let ring = Keyring::parse(&text).unwrap();
+        let legacy = ring.legacy_keys();
+        assert_eq!(legacy.len(), 1);
+        assert_eq!(legacy[0].name(), "old-app");
+        assert_eq!(ring.keys().count(), 1, "a legacy key is not a master key");
+
+        let token = FernetKey::from_base64(KEY_B).unwrap().encrypt(b"imported");
+        let opened = legacy[0].fernet().decrypt(token.as_str(), None).unwrap();
+        assert_eq!(secrecy::ExposeSecret::expose_secret(&opened), b"imported");
+
+        for bad in [
+            format!("key 1 {KEY_A}\nprimary 1\nlegacy {KEY_B}"),
+            format!("key 1 {KEY_A}\nprimary 1\nlegacy a/b {KEY_B}"),
+            format!("key 1 {KEY_A}\nprimary 1\nlegacy a {KEY_B}\nlegacy a {KEY_A}"),
+        ] {
+            assert!(Keyring::parse(&bad).is_err(), "{bad}");
         }
     }
 

@@ -11,11 +11,13 @@ mod group_commit;
 pub mod record;
 mod sled_store;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
 pub use self::record::DecodeError;
 pub use self::sled_store::SledStore;
 use crate::credential::{CredentialId, Record, UserId};
+use crate::crypto::fernet::Token;
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -79,4 +81,36 @@ pub trait CredentialStore: Send + Sync + 'static {
 
     /// Deletes every record of one owner, atomically. Returns how many.
     fn erase(&self, owner: &UserId) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// How many records each key version seals, without the versions that
+    /// seal none.
+    fn key_usage(&self) -> BTreeMap<u32, u64>;
+
+    /// Up to `limit` records sealed under any key version but `version`, in
+    /// key order, starting after the record key `after`. Returns them with
+    /// the key to continue from, `None` once the whole store was scanned.
+    fn sealed_by_other_keys(
+        &self,
+        version: u32,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Vec<Record>, Option<Vec<u8>>), StoreError>;
+
+    /// Replaces each `(current, new)` pair whose current record is still
+    /// stored unchanged, then waits once until all of them are durable.
+    /// Returns how many were replaced.
+    fn replace_batch(
+        &self,
+        pairs: &[(Record, Record)],
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// The canary token stored for a key version.
+    fn canary(&self, version: u32) -> Result<Option<Token>, StoreError>;
+
+    /// Stores the canary token of a key version, durably.
+    fn put_canary(
+        &self,
+        version: u32,
+        token: &Token,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

@@ -1,9 +1,13 @@
 //! How a [`Record`] is laid out in storage.
 //!
-//! A stored value is one format byte followed by a protobuf body. The format
-//! byte lets a later version change the body and still read, or migrate,
-//! what earlier versions wrote. The body is this module's own message, not
-//! the API's: the wire API and the disk layout evolve separately.
+//! A stored value is one format byte, then (in format 1) the version of the
+//! master key that sealed the secret as a big-endian `u32`, then a protobuf
+//! body. The format byte lets a later version change the layout and still
+//! read, or migrate, what earlier versions wrote. The key version sits at a
+//! fixed offset so that counting records per key, or finding the records a
+//! rotation must re-seal, reads five bytes of each value and decodes nothing.
+//! The body is this module's own message, not the API's: the wire API and
+//! the disk layout evolve separately.
 //!
 //! Keys are `user_id || 0x00 || credential id (16 bytes)`. A user id never
 //! contains NUL, so `user_id || 0x00` is a prefix that selects exactly one
@@ -58,22 +62,33 @@ pub fn owner_prefix(owner: &UserId) -> Vec<u8> {
 /// Encodes a record as a stored value.
 pub fn encode(record: &Record) -> Vec<u8> {
     let body = RecordV1::from(record);
-    let mut value = Vec::with_capacity(1 + body.encoded_len());
+    let mut value = Vec::with_capacity(HEADER_LEN + body.encoded_len());
     value.push(FORMAT_V1);
+    value.extend_from_slice(&record.secret.key_version.to_be_bytes());
     body.encode(&mut value)
         .expect("a Vec grows to fit any protobuf body");
     value
 }
 
+/// Length of the fixed header: format byte and key version.
+const HEADER_LEN: usize = 5;
+
+/// The key version of a stored value, read from its header alone.
+pub fn key_version(value: &[u8]) -> Result<u32, DecodeError> {
+    match value.split_first() {
+        Some((&FORMAT_V1, rest)) => rest
+            .first_chunk::<4>()
+            .map(|version| u32::from_be_bytes(*version))
+            .ok_or(DecodeError::Malformed),
+        other => Err(DecodeError::UnknownFormat(other.map(|(format, _)| *format))),
+    }
+}
+
 /// Decodes a stored value, checking that it belongs under `key`.
 pub fn decode(key: &[u8], value: &[u8]) -> Result<Record, DecodeError> {
-    let record = match value.split_first() {
-        Some((&FORMAT_V1, body)) => {
-            let body = RecordV1::decode(body).map_err(|_| DecodeError::Malformed)?;
-            Record::try_from(body)?
-        }
-        other => return Err(DecodeError::UnknownFormat(other.map(|(format, _)| *format))),
-    };
+    let key_version = key_version(value)?;
+    let body = RecordV1::decode(&value[HEADER_LEN..]).map_err(|_| DecodeError::Malformed)?;
+    let record = body.into_record(key_version)?;
     if self::key(&record.owner, &record.id) != key {
         return Err(DecodeError::Misplaced);
     }
@@ -89,8 +104,6 @@ struct RecordV1 {
     owner: String,
     #[prost(oneof = "FieldsV1", tags = "3")]
     fields: Option<FieldsV1>,
-    #[prost(uint32, tag = "4")]
-    key_version: u32,
     #[prost(string, tag = "5")]
     token: String,
     #[prost(uint64, tag = "6")]
@@ -128,7 +141,6 @@ impl From<&Record> for RecordV1 {
             id: record.id.as_bytes().to_vec(),
             owner: record.owner.as_str().to_owned(),
             fields: Some(fields),
-            key_version: record.secret.key_version,
             token: record.secret.token.as_str().to_owned(),
             created_at_ms: record.created_at.0,
             updated_at_ms: record.updated_at.0,
@@ -136,10 +148,9 @@ impl From<&Record> for RecordV1 {
     }
 }
 
-impl TryFrom<RecordV1> for Record {
-    type Error = DecodeError;
-
-    fn try_from(body: RecordV1) -> Result<Self, DecodeError> {
+impl RecordV1 {
+    fn into_record(self, key_version: u32) -> Result<Record, DecodeError> {
+        let body = self;
         let id = <[u8; 16]>::try_from(body.id.as_slice())
             .map_err(|_| DecodeError::Invalid(InvalidField::new("id", "must be 16 bytes")))?;
         let owner = UserId::parse("owner", &body.owner).map_err(DecodeError::Invalid)?;
@@ -158,7 +169,7 @@ impl TryFrom<RecordV1> for Record {
             owner,
             fields,
             secret: SealedSecret {
-                key_version: body.key_version,
+                key_version,
                 token: Token::from_string(body.token),
             },
             created_at: UnixMillis(body.created_at_ms),
