@@ -23,6 +23,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     )?;
 
     tonic_prost_build::configure()
+        .codec_path("crate::codec::VaultCodec")
         .skip_debug(SECRET_BEARING)
         .compile_fds(descriptors)?;
 

@@ -3,12 +3,16 @@
 //! The messages and the tonic client and server stubs are generated at build
 //! time by `build.rs` from `vault/v1/vault.proto`, which documents every field.
 //! The `.proto` is compiled with protox, so building needs no system `protoc`.
+//! The stubs use [`codec::VaultCodec`], which reports undecodable messages as
+//! INVALID_ARGUMENT.
 //!
 //! prost derives `Debug` for every message. The three messages that carry a
 //! secret opt out of that in `build.rs`, and their `Debug` below prints a
 //! placeholder instead, so a stray `{:?}` can never put a secret in a log.
 
 use std::fmt;
+
+pub mod codec;
 
 /// Version 1 of the API.
 pub mod v1 {

@@ -239,3 +239,86 @@ async fn bad_ids_purposes_and_pages_are_refused_and_change_nothing() {
         b"judy-secret"
     );
 }
+
+/// Sends bytes as they are, and takes the reply as bytes: for requests that
+/// no well-behaved client could encode.
+#[derive(Debug, Default, Clone)]
+struct RawCodec;
+
+#[derive(Debug, Default)]
+struct RawCoder;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCoder;
+    type Decoder = RawCoder;
+
+    fn encoder(&mut self) -> RawCoder {
+        RawCoder
+    }
+
+    fn decoder(&mut self) -> RawCoder {
+        RawCoder
+    }
+}
+
+impl tonic::codec::Encoder for RawCoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut as _;
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf as _;
+        Ok(Some(buf.copy_to_bytes(buf.remaining()).to_vec()))
+    }
+}
+
+#[tokio::test]
+async fn undecodable_messages_are_invalid_arguments_not_internal_errors() {
+    let server = TestVault::start();
+    let mut grpc = tonic::client::Grpc::new(server.channel_as("api").await);
+    let path = http::uri::PathAndQuery::from_static("/vault.v1.Vault/StoreCredential");
+
+    let cases: [(&str, Vec<u8>); 3] = [
+        // user_id (field 1, length-delimited) holding invalid UTF-8
+        ("invalid UTF-8", vec![0x0a, 0x02, 0xff, 0xfe]),
+        // field 1 sent as a varint: the wrong wire type for a string
+        ("wrong wire type", vec![0x08, 0x01]),
+        // a length prefix running past the end of the message
+        ("truncated", vec![0x0a, 0x10, b'a']),
+    ];
+    for (what, body) in cases {
+        grpc.ready().await.unwrap();
+        let status = grpc
+            .unary(tonic::Request::new(body), path.clone(), RawCodec)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+        assert!(
+            status.message().starts_with("malformed message"),
+            "{what}: {status:?}"
+        );
+    }
+
+    // Nothing was stored, and the server still serves.
+    let vault = server.client().await;
+    assert!(vault.list("anyone").await.unwrap().is_empty());
+}

@@ -94,7 +94,8 @@ impl CredentialId {
     /// Length of the id in bytes.
     pub const LEN: usize = 16;
 
-    /// Draws a new id from the operating system's random source.
+    /// Draws a new id from the thread's cryptographically secure generator,
+    /// which the operating system seeds.
     pub fn generate() -> Self {
         let mut bytes = [0; Self::LEN];
         rand::fill(&mut bytes);
@@ -215,19 +216,38 @@ fn parse_url(field: &'static str, raw: &str) -> Result<String, InvalidField> {
             format!("must be at most {MAX_URL_LEN} bytes"),
         ));
     }
-    let url = url::Url::parse(raw)
-        .map_err(|err| InvalidField::new(field, format!("is not a valid URL ({err})")))?;
-    if !matches!(url.scheme(), "http" | "https") {
+    // The URL is stored as the caller wrote it, so it must mean the same to
+    // every parser that will read it later (Python's urllib in the sync
+    // workers among them). Characters that URL parsers silently drop or
+    // reinterpret (controls, whitespace, backslashes) are refused rather
+    // than normalised, and the scheme must be spelled out with `//`.
+    if raw
+        .chars()
+        .any(|c| c.is_whitespace() || is_invisible(c) || c == '\\')
+    {
         return Err(InvalidField::new(
             field,
-            "must use the http or https scheme",
+            "must not contain whitespace, control characters or backslashes",
         ));
     }
+    let lower = raw.get(..8).unwrap_or(raw).to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return Err(InvalidField::new(
+            field,
+            "must start with http:// or https://",
+        ));
+    }
+    let url = url::Url::parse(raw)
+        .map_err(|err| InvalidField::new(field, format!("is not a valid URL ({err})")))?;
     if url.host_str().is_none_or(str::is_empty) {
         return Err(InvalidField::new(field, "must name a host"));
     }
-    // Keep what the caller wrote: the parsed form may differ (a trailing
-    // slash, case), and the caller compares against its own copy.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(InvalidField::new(
+            field,
+            "must not contain a user name or password (the password is the secret)",
+        ));
+    }
     Ok(raw.to_owned())
 }
 
@@ -241,13 +261,35 @@ fn parse_name(field: &'static str, raw: &str) -> Result<String, InvalidField> {
             format!("must be at most {MAX_NAME_LEN} bytes"),
         ));
     }
-    if raw.chars().any(char::is_control) {
+    if raw.chars().any(is_invisible) {
         return Err(InvalidField::new(
             field,
-            "must not contain control characters",
+            "must not contain control or invisible formatting characters",
+        ));
+    }
+    if raw.trim() != raw {
+        return Err(InvalidField::new(
+            field,
+            "must not start or end with whitespace",
         ));
     }
     Ok(raw.to_owned())
+}
+
+/// Characters that change how text is shown or parsed without being seen:
+/// controls, and the zero-width and bidirectional formatting characters that
+/// can make one name look like another.
+fn is_invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{FEFF}'
+        )
 }
 
 /// Why a caller wants a secret in the clear.
@@ -371,6 +413,14 @@ mod tests {
             "not a url",
             "https://",
             "",
+            "http:x.example",
+            " https://a.example",
+            "https://a.example\0",
+            "\0https://a.example",
+            "https://a.example\n@evil.example",
+            "https://good.example\\@evil.example/",
+            "https://admin:hunter2@a.example",
+            "https://admin@a.example",
         ] {
             let err = OdooConnection::new(bad, "db", "me").unwrap_err();
             assert_eq!(err.field, "fields.odoo.url", "{bad}");
@@ -390,9 +440,13 @@ mod tests {
                 .field,
             "fields.odoo.username"
         );
-        assert_eq!(
-            OdooConnection::new(url, "db\n", "me").unwrap_err().field,
-            "fields.odoo.database"
-        );
+        for bad in ["db\n", "d\u{202E}b", "d\u{200B}b", " db", "db ", "   "] {
+            assert_eq!(
+                OdooConnection::new(url, bad, "me").unwrap_err().field,
+                "fields.odoo.database",
+                "{bad:?}"
+            );
+        }
+        assert!(OdooConnection::new(url, "my db", "Jürgen Müller").is_ok());
     }
 }

@@ -9,10 +9,8 @@
 //! issue more.
 
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
@@ -20,6 +18,7 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 
 use crate::crypto::keyring::Keyring;
+use crate::files::{create_private_dir, write_private};
 
 /// The roles a development setup issues client certificates for.
 pub const DEV_ROLES: [&str; 3] = ["api", "sync", "ops"];
@@ -66,10 +65,19 @@ impl DevLayout {
     /// Creates whatever is missing; returns a line for each file it made.
     pub fn ensure(&self) -> anyhow::Result<Vec<String>> {
         let mut made = Vec::new();
-        fs::create_dir_all(&self.root)
-            .with_context(|| format!("cannot create {}", self.root.display()))?;
+        create_private_dir(&self.root)?;
 
         if !self.keyring().exists() {
+            let database = self.root.join("db");
+            if database.exists() {
+                anyhow::bail!(
+                    "{} holds a database but its keyring {} is missing; a new key could not \
+                     open what is stored. Restore the keyring, or remove the data folder to \
+                     start afresh",
+                    self.root.display(),
+                    self.keyring().display()
+                );
+            }
             write_private(&self.keyring(), Keyring::generate_text().as_bytes())?;
             made.push(format!(
                 "created a development keyring at {}",
@@ -185,21 +193,6 @@ fn dev_policy() -> String {
     policy
 }
 
-/// Writes a new file readable by its owner only.
-fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(contents)?;
-    file.sync_all()?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,12 +204,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let layout = DevLayout::new(dir.path());
         assert_eq!(layout.ensure().unwrap().len(), 3);
+        Keyring::load(&layout.keyring()).unwrap();
         assert!(
             layout.ensure().unwrap().is_empty(),
             "second start creates nothing"
         );
 
-        Keyring::load(&layout.keyring()).unwrap();
         Policy::load(&layout.policy()).unwrap();
         TlsFiles {
             cert: layout.tls_file("server", "pem"),

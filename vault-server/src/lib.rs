@@ -21,6 +21,7 @@ pub mod config;
 pub mod credential;
 pub mod crypto;
 pub mod dev;
+pub mod files;
 pub mod reload;
 pub mod server;
 pub mod service;

@@ -1,17 +1,29 @@
 //! `vault-server`: parse settings, start logging, serve until a signal.
 
 use std::io::IsTerminal as _;
+use std::process::ExitCode;
 
 use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 use vault_server::config::{Args, LogFormat, Settings};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let args = Args::parse();
     init_tracing(args.log_format);
-    let settings = Settings::from_args(&args)?;
-    vault_server::server::run(settings, shutdown_signal()).await
+    let result = match Settings::from_args(&args) {
+        Ok(settings) => vault_server::server::run(settings, shutdown_signal()).await,
+        Err(err) => Err(err.into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // The whole chain of causes, and never a backtrace: this is
+            // for the operator who has to fix a file or a flag.
+            eprintln!("vault-server: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Logs go to standard error, filtered by `RUST_LOG` (default `info`).

@@ -1,6 +1,5 @@
 //! Building the server from [`Settings`] and running it until shutdown.
 
-use std::fs;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -43,10 +42,11 @@ pub async fn run(
             announce(&format!("dev mode: {line}"))?;
         }
     }
-    fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("cannot create data folder {}", settings.data_dir.display()))?;
+    // Everything that can be wrong with the files is found before anything
+    // is created on disk.
     let keyring = Arc::new(Keyring::load(&settings.keyring).context("cannot load the keyring")?);
     let policy = Reloadable::new(Policy::load(&settings.policy).context("cannot load the policy")?);
+    crate::files::create_private_dir(&settings.data_dir)?;
     let store = SledStore::open(&settings.database_dir()).with_context(|| {
         format!(
             "cannot open database in {}",

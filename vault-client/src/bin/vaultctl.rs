@@ -6,7 +6,7 @@
 //! a terminal.
 
 use std::io::{self, IsTerminal as _, Read as _, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -20,7 +20,12 @@ use zeroize::Zeroizing;
 
 /// Command line of the credential vault.
 #[derive(Debug, Parser)]
-#[command(name = "vaultctl", version, about)]
+#[command(
+    name = "vaultctl",
+    version,
+    about = "Command line of the credential vault: store, list, decrypt and delete credentials, \
+             and generate keys"
+)]
 struct Cli {
     /// Address of the vault server (host:port).
     #[arg(
@@ -88,6 +93,10 @@ enum Command {
         /// Print a complete one-key keyring file instead of a bare key.
         #[arg(long)]
         keyring: bool,
+        /// Write to this new file, readable by its owner only, instead of
+        /// standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Store a new Odoo connection; the password is read from standard input.
     Store {
@@ -202,8 +211,8 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::GenKey { keyring } = cli.command {
-        return gen_key(keyring);
+    if let Command::GenKey { keyring, out } = &cli.command {
+        return gen_key(*keyring, out.as_deref());
     }
     let tls = cli.tls.to_files()?;
     let vault = VaultClient::connect(&cli.addr, tls.as_ref()).await?;
@@ -281,24 +290,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints a new Fernet key, or a keyring file holding one as version 1.
-fn gen_key(keyring: bool) -> anyhow::Result<()> {
+/// Prints a new Fernet key, or a keyring file holding one as version 1, to
+/// standard output or to a new owner-only file.
+fn gen_key(keyring: bool, out: Option<&Path>) -> anyhow::Result<()> {
     let mut bytes = Zeroizing::new([0u8; 32]);
-    rand::fill(bytes.as_mut_slice());
+    getrandom::fill(bytes.as_mut_slice())
+        .map_err(|err| anyhow::anyhow!("no randomness from the operating system: {err}"))?;
     let key = Zeroizing::new(base64::engine::general_purpose::URL_SAFE.encode(bytes.as_slice()));
-
-    let mut out = io::stdout().lock();
-    if keyring {
-        writeln!(
-            out,
-            "# Vault keyring. Keep it secret: it opens every stored credential."
-        )?;
-        writeln!(out, "key 1 {}", key.as_str())?;
-        writeln!(out, "primary 1")?;
+    let text = Zeroizing::new(if keyring {
+        format!(
+            "# Vault keyring. Keep it secret: it opens every stored credential.\n\
+             key 1 {}\nprimary 1\n",
+            key.as_str()
+        )
     } else {
-        writeln!(out, "{}", key.as_str())?;
+        format!("{}\n", key.as_str())
+    });
+
+    match out {
+        Some(path) => {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options
+                .open(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            file.write_all(text.as_bytes())?;
+            file.sync_all()?;
+        }
+        None => {
+            let mut stdout = io::stdout().lock();
+            stdout.write_all(text.as_bytes())?;
+            stdout.flush()?;
+        }
     }
-    Ok(out.flush()?)
+    Ok(())
 }
 
 /// Reads a secret: without echo from a terminal, otherwise all of standard

@@ -65,6 +65,17 @@ pub enum KeyringError {
         /// The version.
         version: u32,
     },
+    /// The file can be read by other users.
+    #[error(
+        "keyring file {path} can be read by group or others (mode {mode:o}); \
+         restrict it with `chmod 600 {path}`"
+    )]
+    TooOpen {
+        /// The file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The file holds no key.
     #[error("keyring holds no key")]
     Empty,
@@ -180,12 +191,28 @@ impl fmt::Debug for LegacyKey {
 }
 
 impl Keyring {
-    /// Reads and parses the keyring file at `path`.
+    /// Reads and parses the keyring file at `path`, refusing a file that
+    /// users other than its owner can read.
     pub fn load(path: &Path) -> Result<Self, KeyringError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KeyringError::Read {
+        let read_error = |source| KeyringError::Read {
             path: path.display().to_string(),
             source,
-        })?;
+        };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(path)
+                .map_err(read_error)?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(KeyringError::TooOpen {
+                    path: path.display().to_string(),
+                    mode: mode & 0o777,
+                });
+            }
+        }
+        let text = std::fs::read_to_string(path).map_err(read_error)?;
         Self::parse(&Zeroizing::new(text))
     }
 
@@ -397,6 +424,21 @@ mod tests {
             format!("key 1 {KEY_A}\nprimary 1\nlegacy a {KEY_B}\nlegacy a {KEY_A}"),
         ] {
             assert!(Keyring::parse(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_keyring_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyring");
+        std::fs::write(&path, format!("key 1 {KEY_A}\nprimary 1\n")).unwrap();
+        for (mode, allowed) in [(0o600, true), (0o400, true), (0o640, false), (0o604, false)] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let loaded = Keyring::load(&path);
+            assert_eq!(loaded.is_ok(), allowed, "mode {mode:o}: {loaded:?}");
         }
     }
 

@@ -96,7 +96,7 @@ async fn observe<T>(
 
     match result {
         Ok(reply) => {
-            tracing::info!(outcome = "ok", latency_us, "call finished");
+            tracing::info!(outcome = "Ok", latency_us, "call finished");
             Ok(Response::new(reply))
         }
         Err(err) => {

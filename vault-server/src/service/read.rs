@@ -50,7 +50,10 @@ impl<S: CredentialStore> VaultService<S> {
         let after = match request.page_token.as_str() {
             "" => None,
             token => Some(convert::credential_id(token).map_err(|_| {
-                InvalidField::new("page_token", "is not a token this call returned")
+                InvalidField::new(
+                    "page_token",
+                    "must be empty or the next_page_token of an earlier page",
+                )
             })?),
         };
 
