@@ -5,12 +5,13 @@ use std::{env, error::Error, fs, path::PathBuf};
 
 use prost::Message as _;
 
-/// Messages that carry a secret: their derived `Debug` is replaced by a
-/// redacting one written by hand in `src/lib.rs`.
-const SECRET_BEARING: [&str; 3] = [
+/// Messages that carry a secret or a token: their derived `Debug` is
+/// replaced by a redacting one written by hand in `src/lib.rs`.
+const SECRET_BEARING: [&str; 4] = [
     ".vault.v1.StoreCredentialRequest",
     ".vault.v1.UpdateCredentialRequest",
     ".vault.v1.DecryptCredentialResponse",
+    ".vault.v1.ImportRow",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

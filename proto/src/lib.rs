@@ -66,6 +66,17 @@ impl fmt::Debug for v1::DecryptCredentialResponse {
     }
 }
 
+impl fmt::Debug for v1::ImportRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImportRow")
+            .field("line", &self.line)
+            .field("user_id", &self.user_id)
+            .field("odoo", &self.odoo)
+            .field("token", &Redacted(Some(self.token.len())))
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::v1;
@@ -86,11 +97,16 @@ mod tests {
             credential_id: "c1".into(),
             secret: marker,
         };
+        let imported = v1::ImportRow {
+            token: "hunter2-marker".into(),
+            ..Default::default()
+        };
 
         for printed in [
             format!("{store:?}"),
             format!("{update:?}"),
             format!("{decrypted:?}"),
+            format!("{imported:?}"),
         ] {
             assert!(!printed.contains("hunter2"), "secret leaked: {printed}");
             assert!(printed.contains("<redacted 14 bytes>"), "{printed}");

@@ -35,8 +35,11 @@ use std::time::Duration;
 
 use secrecy::SecretSlice;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-use vault_proto::v1::{self, vault_client::VaultClient as Stub};
-pub use vault_proto::v1::{Credential, OdooConnection, Purpose};
+use vault_proto::v1::{self, admin_client::AdminClient, vault_client::VaultClient as Stub};
+pub use vault_proto::v1::{
+    Credential, ImportCredentialsResponse, ImportRow, KeyVersion, LegacyKey, ListKeysResponse,
+    OdooConnection, Purpose, RotateKeysProgress,
+};
 
 /// A decrypted secret: wiped when dropped, `Debug` prints a placeholder.
 /// Read it with [`secrecy::ExposeSecret::expose_secret`].
@@ -144,6 +147,7 @@ impl ClientError {
 #[derive(Debug, Clone)]
 pub struct VaultClient {
     stub: Stub<Channel>,
+    admin: AdminClient<Channel>,
     deadline: Duration,
 }
 
@@ -179,7 +183,8 @@ impl VaultClient {
                 source,
             })?;
         Ok(Self {
-            stub: Stub::new(channel),
+            stub: Stub::new(channel.clone()),
+            admin: AdminClient::new(channel),
             deadline: DEFAULT_DEADLINE,
         })
     }
@@ -368,6 +373,57 @@ impl VaultClient {
             })
             .await?;
         Ok(reply.deleted)
+    }
+}
+
+/// Operators' calls: keys, rotation, imports. They need a certificate of a
+/// role that allows them (`ops` in the shipped policy), and none of them
+/// returns a key or a secret.
+impl VaultClient {
+    /// Every key version with its record count, and the legacy keys.
+    pub async fn list_keys(&self) -> Result<ListKeysResponse, ClientError> {
+        let request = v1::ListKeysRequest {};
+        Ok(self
+            .admin
+            .clone()
+            .list_keys(self.request(request))
+            .await?
+            .into_inner())
+    }
+
+    /// Makes the server re-read and check its keyring file.
+    pub async fn reload_keyring(&self) -> Result<ListKeysResponse, ClientError> {
+        let request = v1::ReloadKeyringRequest {};
+        Ok(self
+            .admin
+            .clone()
+            .reload_keyring(self.request(request))
+            .await?
+            .into_inner())
+    }
+
+    /// Starts a key rotation and returns its progress. The stream has no
+    /// deadline: a rotation of a large store takes as long as it takes.
+    pub async fn rotate(
+        &self,
+        batch_size: u32,
+    ) -> Result<tonic::Streaming<RotateKeysProgress>, ClientError> {
+        let request = tonic::Request::new(v1::RotateKeysRequest { batch_size });
+        Ok(self.admin.clone().rotate_keys(request).await?.into_inner())
+    }
+
+    /// Imports rows sealed with a legacy key of the keyring.
+    pub async fn import(
+        &self,
+        rows: Vec<ImportRow>,
+    ) -> Result<ImportCredentialsResponse, ClientError> {
+        let request = v1::ImportCredentialsRequest { rows };
+        Ok(self
+            .admin
+            .clone()
+            .import_credentials(self.request(request))
+            .await?
+            .into_inner())
     }
 }
 

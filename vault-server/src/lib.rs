@@ -22,6 +22,7 @@ pub mod credential;
 pub mod crypto;
 pub mod dev;
 pub mod files;
+pub mod keys;
 pub mod reload;
 pub mod server;
 pub mod service;

@@ -1,7 +1,7 @@
 //! Building the server from [`Settings`] and running it until shutdown.
 
 use std::io::{self, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use tonic::transport::server::Connected;
 use crate::access::Policy;
 use crate::config::{Settings, Transport};
 use crate::crypto::keyring::Keyring;
+use crate::keys::KeyManager;
 use crate::reload::Reloadable;
 use crate::service::VaultService;
 use crate::store::SledStore;
@@ -44,7 +45,7 @@ pub async fn run(
     }
     // Everything that can be wrong with the files is found before anything
     // is created on disk.
-    let keyring = Arc::new(Keyring::load(&settings.keyring).context("cannot load the keyring")?);
+    let keyring = Keyring::load(&settings.keyring).context("cannot load the keyring")?;
     let policy = Reloadable::new(Policy::load(&settings.policy).context("cannot load the policy")?);
     crate::files::create_private_dir(&settings.data_dir)?;
     let store = SledStore::open(&settings.database_dir()).with_context(|| {
@@ -53,9 +54,16 @@ pub async fn run(
             settings.database_dir().display()
         )
     })?;
+    let keys = Arc::new(
+        KeyManager::new(settings.keyring.clone(), keyring, &store)
+            .await
+            .context("cannot use the keyring")?,
+    );
+    let keyring = keys.current();
     tracing::info!(
         keys = keyring.keys().count(),
         primary = keyring.primary().version(),
+        fingerprint = %keyring.primary().fingerprint(),
         "keyring loaded"
     );
 
@@ -63,18 +71,27 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let bound = listener.local_addr()?;
-    let service = VaultService::new(store.clone(), keyring, policy.clone());
+    let service = VaultService::new(store.clone(), Arc::clone(&keys), policy.clone());
+    let reloads = Reloads {
+        policy_path: settings.policy.clone(),
+        policy,
+        tls: None,
+        keys,
+        store: store.clone(),
+    };
 
     match &settings.transport {
         Transport::Tls(files) => {
             let tls = Reloadable::new(files.load().context("cannot set up TLS")?);
-            let tls_reload = Some((files.clone(), tls.clone()));
-            spawn_reloader(settings.policy.clone(), policy, tls_reload)?;
+            on_hangup(Reloads {
+                tls: Some((files.clone(), tls.clone())),
+                ..reloads
+            })?;
             announce_ready(&settings, bound, "mutual TLS")?;
             serve(service, transport::serve_tls(listener, tls), shutdown).await?;
         }
         Transport::Plaintext => {
-            spawn_reloader(settings.policy.clone(), policy, None)?;
+            on_hangup(reloads)?;
             announce_ready(&settings, bound, "PLAINTEXT (loopback only)")?;
             serve(service, TcpListenerStream::new(listener), shutdown).await?;
         }
@@ -101,8 +118,10 @@ where
         shutdown.await;
         let _ = stopping.send(());
     };
+    let (vault, admin) = service.into_servers();
     let serve = tonic::transport::Server::builder()
-        .add_service(service.into_server())
+        .add_service(vault)
+        .add_service(admin)
         .serve_with_incoming_shutdown(incoming, shutdown);
     let grace_expired = async {
         match stopped.await {
@@ -132,18 +151,37 @@ fn announce_ready(settings: &Settings, bound: std::net::SocketAddr, mode: &str) 
     announce(&format!("listening on {bound} ({mode})"))
 }
 
-/// Re-reads the policy (and the TLS files, when serving TLS) on every
-/// SIGHUP. A file that fails to load leaves the previous configuration in
-/// force; established connections keep the configuration they were accepted
-/// with.
-fn spawn_reloader(
+/// Everything SIGHUP re-reads: the policy, the keyring, and the TLS files
+/// when serving TLS. A file that fails to load or to check out leaves the
+/// previous configuration in force and is logged; established connections
+/// keep the TLS configuration they were accepted with.
+struct Reloads {
     policy_path: PathBuf,
     policy: Reloadable<Policy>,
     tls: Option<(TlsFiles, Reloadable<rustls::ServerConfig>)>,
-) -> anyhow::Result<()> {
-    on_hangup(move || {
-        reload_policy(&policy_path, &policy);
-        if let Some((files, config)) = &tls {
+    keys: Arc<KeyManager>,
+    store: SledStore,
+}
+
+impl Reloads {
+    async fn reload(&self) {
+        match Policy::load(&self.policy_path) {
+            Ok(loaded) => {
+                self.policy.replace(loaded);
+                tracing::info!(path = %self.policy_path.display(), "policy reloaded");
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "policy reload refused; keeping the previous policy")
+            }
+        }
+        match self.keys.reload(&self.store).await {
+            Ok(()) => tracing::info!("keyring reloaded"),
+            Err(err) => tracing::error!(
+                error = %err,
+                "keyring reload refused; keeping the previous keyring"
+            ),
+        }
+        if let Some((files, config)) = &self.tls {
             match files.load() {
                 Ok(loaded) => {
                     config.replace(loaded);
@@ -155,37 +193,25 @@ fn spawn_reloader(
                 ),
             }
         }
-    })
-}
-
-fn reload_policy(path: &Path, policy: &Reloadable<Policy>) {
-    match Policy::load(path) {
-        Ok(loaded) => {
-            policy.replace(loaded);
-            tracing::info!(path = %path.display(), "policy reloaded");
-        }
-        Err(err) => {
-            tracing::error!(error = %err, "policy reload refused; keeping the previous policy")
-        }
     }
 }
 
 #[cfg(unix)]
-fn on_hangup(mut reload: impl FnMut() + Send + 'static) -> anyhow::Result<()> {
+fn on_hangup(reloads: Reloads) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
 
     let mut hangups = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading");
-            reload();
+            reloads.reload().await;
         }
     });
     Ok(())
 }
 
 #[cfg(not(unix))]
-fn on_hangup(_reload: impl FnMut() + Send + 'static) -> anyhow::Result<()> {
+fn on_hangup(_reloads: Reloads) -> anyhow::Result<()> {
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use crate::access::{Caller, Operation};
 use crate::crypto::sealing::{OpenError, RecordBinding};
 use crate::store::CredentialStore;
 
-impl<S: CredentialStore> VaultService<S> {
+impl<S: CredentialStore + Clone> VaultService<S> {
     /// Opens one credential's secret for the stated purpose.
     pub(super) async fn decrypt(
         &self,
@@ -32,13 +32,16 @@ impl<S: CredentialStore> VaultService<S> {
             owner: &owner,
             id: &id,
         };
-        let secret = self
-            .keyring
-            .open(binding, &record.secret)
-            .map_err(|err| match err {
-                OpenError::Integrity => ServiceError::Integrity(id),
-                OpenError::UnknownKeyVersion(version) => ServiceError::MissingKey { id, version },
-            })?;
+        let secret =
+            self.keys
+                .current()
+                .open(binding, &record.secret)
+                .map_err(|err| match err {
+                    OpenError::Integrity => ServiceError::Integrity(id),
+                    OpenError::UnknownKeyVersion(version) => {
+                        ServiceError::MissingKey { id, version }
+                    }
+                })?;
 
         // TODO(issue 6): this copy into the response is freed, not wiped,
         // once tonic has encoded it; wiping it needs a zeroizing codec.

@@ -6,7 +6,7 @@ use super::error::ServiceError;
 use super::{VaultService, convert, record_credential, record_user};
 use crate::store::CredentialStore;
 
-impl<S: CredentialStore> VaultService<S> {
+impl<S: CredentialStore + Clone> VaultService<S> {
     /// Deletes one credential of one user.
     pub(super) async fn delete(
         &self,

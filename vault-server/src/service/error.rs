@@ -42,6 +42,12 @@ pub enum ServiceError {
         /// The version it names.
         version: u32,
     },
+    /// Every fresh credential id drawn was already taken.
+    #[error("could not draw an unused credential id")]
+    IdCollisions,
+    /// An admin call cannot run now.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// Concurrent updates kept winning over this one.
     #[error("credential kept changing during the update")]
     Contended,
@@ -71,7 +77,8 @@ impl ServiceError {
             ServiceError::Store(StoreError::Corrupt(_)) => {
                 Status::data_loss("a stored credential is corrupt; an operator must restore it")
             }
-            ServiceError::MissingKey { .. } => {
+            ServiceError::FailedPrecondition(reason) => Status::failed_precondition(reason.clone()),
+            ServiceError::MissingKey { .. } | ServiceError::IdCollisions => {
                 Status::internal("internal error; see the server log")
             }
         }

@@ -3,7 +3,9 @@
 //! - [`write`]: store and update, the calls that seal a secret;
 //! - [`read`]: get and list, which never touch a secret;
 //! - [`decrypt`]: the one call that opens a secret, for a stated purpose;
-//! - [`delete`]: delete one credential, erase a user.
+//! - [`delete`]: delete one credential, erase a user;
+//! - [`keys`]: the operators' key calls (list, reload, rotate);
+//! - [`import`]: moving another application's Fernet data into the vault.
 //!
 //! Each call runs inside a `call` span that carries its operation, user,
 //! credential and purpose, and ends with exactly one log line giving the
@@ -13,6 +15,8 @@ mod convert;
 mod decrypt;
 mod delete;
 pub mod error;
+mod import;
+mod keys;
 mod read;
 mod write;
 
@@ -29,27 +33,45 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use self::error::ServiceError;
 use crate::access::{Caller, Operation, Policy};
 use crate::credential::{CredentialId, UserId};
-use crate::crypto::keyring::Keyring;
+use crate::keys::KeyManager;
 use crate::reload::Reloadable;
 use crate::store::CredentialStore;
 
-/// The vault's gRPC service over a store `S`.
+/// The vault's gRPC services (`Vault` for the data, `Admin` for operators)
+/// over a store `S`.
 #[derive(Debug)]
 pub struct VaultService<S> {
     store: S,
-    keyring: Arc<Keyring>,
+    keys: Arc<KeyManager>,
     policy: Reloadable<Policy>,
+    /// Held by the one rotation that may run at a time.
+    rotation: Arc<tokio::sync::Mutex<()>>,
 }
 
-impl<S: CredentialStore> VaultService<S> {
-    /// A service that keeps records in `store`, seals them with `keyring`
-    /// and lets callers do what `policy` allows.
-    pub fn new(store: S, keyring: Arc<Keyring>, policy: Reloadable<Policy>) -> Self {
+impl<S: CredentialStore + Clone> VaultService<S> {
+    /// A service that keeps records in `store`, seals them with the keyring
+    /// of `keys` and lets callers do what `policy` allows.
+    pub fn new(store: S, keys: Arc<KeyManager>, policy: Reloadable<Policy>) -> Self {
         Self {
             store,
-            keyring,
+            keys,
             policy,
+            rotation: Arc::default(),
         }
+    }
+
+    /// The tonic servers of both services, sharing this one.
+    pub fn into_servers(
+        self,
+    ) -> (
+        v1::vault_server::VaultServer<Self>,
+        v1::admin_server::AdminServer<Self>,
+    ) {
+        let shared = Arc::new(self);
+        (
+            v1::vault_server::VaultServer::from_arc(Arc::clone(&shared)),
+            v1::admin_server::AdminServer::from_arc(shared),
+        )
     }
 
     /// Establishes who sent `request` and checks that the policy lets them
@@ -63,11 +85,6 @@ impl<S: CredentialStore> VaultService<S> {
         Span::current().record("caller", field::display(&caller));
         self.policy.current().authorize(&caller, operation, None)?;
         Ok(caller)
-    }
-
-    /// The generated tonic server around this service.
-    pub fn into_server(self) -> v1::vault_server::VaultServer<Self> {
-        v1::vault_server::VaultServer::new(self)
     }
 }
 
@@ -113,7 +130,7 @@ async fn observe<T>(
 }
 
 #[tonic::async_trait]
-impl<S: CredentialStore> v1::vault_server::Vault for VaultService<S> {
+impl<S: CredentialStore + Clone> v1::vault_server::Vault for VaultService<S> {
     async fn store_credential(
         &self,
         request: Request<v1::StoreCredentialRequest>,
@@ -214,4 +231,53 @@ fn record_user(owner: &UserId) {
 /// Records the credential a call is about on the current span.
 fn record_credential(id: &CredentialId) {
     Span::current().record("credential_id", field::display(id));
+}
+
+#[tonic::async_trait]
+impl<S: CredentialStore + Clone> v1::admin_server::Admin for VaultService<S> {
+    type RotateKeysStream = keys::ProgressStream;
+
+    async fn list_keys(
+        &self,
+        request: Request<v1::ListKeysRequest>,
+    ) -> Result<Response<v1::ListKeysResponse>, Status> {
+        observe(call_span("keys.list"), async move {
+            self.authorize(&request, Operation::Keys)?;
+            self.list_keys().await
+        })
+        .await
+    }
+
+    async fn reload_keyring(
+        &self,
+        request: Request<v1::ReloadKeyringRequest>,
+    ) -> Result<Response<v1::ListKeysResponse>, Status> {
+        observe(call_span("keys.reload"), async move {
+            self.authorize(&request, Operation::Keys)?;
+            self.reload_keyring().await
+        })
+        .await
+    }
+
+    async fn rotate_keys(
+        &self,
+        request: Request<v1::RotateKeysRequest>,
+    ) -> Result<Response<Self::RotateKeysStream>, Status> {
+        observe(call_span("keys.rotate"), async move {
+            self.authorize(&request, Operation::Rotate)?;
+            self.rotate(request.into_inner()).await
+        })
+        .await
+    }
+
+    async fn import_credentials(
+        &self,
+        request: Request<v1::ImportCredentialsRequest>,
+    ) -> Result<Response<v1::ImportCredentialsResponse>, Status> {
+        observe(call_span("import"), async move {
+            self.authorize(&request, Operation::Import)?;
+            self.import(request.into_inner()).await
+        })
+        .await
+    }
 }

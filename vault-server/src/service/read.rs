@@ -12,7 +12,7 @@ pub const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Largest page a caller may ask for.
 pub const MAX_PAGE_SIZE: u32 = 1000;
 
-impl<S: CredentialStore> VaultService<S> {
+impl<S: CredentialStore + Clone> VaultService<S> {
     /// Reads one credential of one user.
     pub(super) async fn get(
         &self,

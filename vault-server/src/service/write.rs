@@ -12,7 +12,11 @@ use crate::store::{CredentialStore, Replaced};
 /// writer before it gives up with ABORTED.
 const UPDATE_ATTEMPTS: usize = 8;
 
-impl<S: CredentialStore> VaultService<S> {
+/// How many fresh ids a store draws before it gives up; with 128-bit random
+/// ids even a second attempt means the generator is broken.
+const ID_ATTEMPTS: usize = 3;
+
+impl<S: CredentialStore + Clone> VaultService<S> {
     /// Seals the secret to a new random id and stores the record.
     pub(super) async fn store(
         &self,
@@ -26,17 +30,17 @@ impl<S: CredentialStore> VaultService<S> {
 
         // 128 random bits do not collide in practice; the store refuses to
         // overwrite anyway, and a fresh id is drawn if it ever does.
-        loop {
+        let _permit = self.keys.write_permit().await;
+        let keyring = self.keys.current();
+        for _ in 0..ID_ATTEMPTS {
             let id = CredentialId::generate();
             let now = UnixMillis::now();
+            let binding = RecordBinding {
+                owner: &owner,
+                id: &id,
+            };
             let record = Record {
-                secret: self.keyring.seal(
-                    RecordBinding {
-                        owner: &owner,
-                        id: &id,
-                    },
-                    &secret,
-                ),
+                secret: keyring.seal(binding, &secret),
                 id,
                 owner: owner.clone(),
                 fields: fields.clone(),
@@ -44,13 +48,13 @@ impl<S: CredentialStore> VaultService<S> {
                 updated_at: now,
             };
             if self.store.insert(&record).await? {
-                record_user(&owner);
                 record_credential(&id);
                 return Ok(v1::StoreCredentialResponse {
                     credential: Some(convert::credential(&record)),
                 });
             }
         }
+        Err(ServiceError::IdCollisions)
     }
 
     /// Replaces the fields and/or the secret of one credential.
@@ -70,15 +74,12 @@ impl<S: CredentialStore> VaultService<S> {
         // Seal once, up front: the token depends only on the record's
         // identity, not on what a racing writer may have stored meanwhile.
         // The plaintext buffer is wiped as soon as it is sealed.
-        let sealed = secret.map(|secret| {
-            self.keyring.seal(
-                RecordBinding {
-                    owner: &owner,
-                    id: &id,
-                },
-                &secret,
-            )
-        });
+        let _permit = self.keys.write_permit().await;
+        let binding = RecordBinding {
+            owner: &owner,
+            id: &id,
+        };
+        let sealed = secret.map(|secret| self.keys.current().seal(binding, &secret));
 
         for _ in 0..UPDATE_ATTEMPTS {
             let current = self.store.get(&owner, &id)?.ok_or(ServiceError::NotFound)?;

@@ -5,6 +5,8 @@
 //! `update --secret` read them from standard input, or prompt without echo on
 //! a terminal.
 
+mod admin;
+
 use std::io::{self, IsTerminal as _, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -150,6 +152,29 @@ enum Command {
         #[command(flatten)]
         user: UserArg,
     },
+    /// Show the key versions (fingerprints, never keys), which one is
+    /// primary, and how many records each seals. Role ops.
+    Keys,
+    /// Make the server re-read its keyring file (also done on SIGHUP). It is
+    /// refused, and the old keyring kept, if a key still in use is missing.
+    /// Role ops.
+    ReloadKeys,
+    /// Re-seal every record under the primary key, with a progress bar.
+    /// Safe to interrupt and run again. Role ops.
+    Rotate {
+        /// Records per durable batch (1 to 10000; the server's default if 0).
+        #[arg(long, default_value_t = 0)]
+        batch_size: u32,
+    },
+    /// Import rows another application exported (JSON lines, or CSV with a
+    /// header when the file ends in .csv): user_id, url, database, username
+    /// and token, the password as a Fernet token under that application's key.
+    /// The key must be in the server's keyring as a `legacy` key; it is never
+    /// given to vaultctl. Exits with status 3 if any row was rejected. Role ops.
+    Import {
+        /// The exported file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -202,7 +227,8 @@ impl From<PurposeArg> for Purpose {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Done::Completely) => ExitCode::SUCCESS,
+        Ok(Done::WithRejections) => ExitCode::from(admin::EXIT_ROWS_REJECTED),
         Err(err) => {
             eprintln!("vaultctl: {err:#}");
             ExitCode::FAILURE
@@ -210,9 +236,16 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// How a command that did not fail ended.
+enum Done {
+    Completely,
+    WithRejections,
+}
+
+async fn run(cli: Cli) -> anyhow::Result<Done> {
     if let Command::GenKey { keyring, out } = &cli.command {
-        return gen_key(*keyring, out.as_deref());
+        gen_key(*keyring, out.as_deref())?;
+        return Ok(Done::Completely);
     }
     let tls = cli.tls.to_files()?;
     let vault = VaultClient::connect(&cli.addr, tls.as_ref()).await?;
@@ -286,8 +319,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let deleted = vault.erase(&user.user_id).await?;
             println!("erased {deleted} credential(s) of {}", user.user_id);
         }
+        Command::Keys => admin::print_keys(&vault.list_keys().await?)?,
+        Command::ReloadKeys => {
+            let keys = vault.reload_keyring().await?;
+            println!("keyring reloaded");
+            admin::print_keys(&keys)?;
+        }
+        Command::Rotate { batch_size } => admin::rotate(&vault, batch_size).await?,
+        Command::Import { file } => {
+            if !admin::import(&vault, &file).await? {
+                return Ok(Done::WithRejections);
+            }
+        }
     }
-    Ok(())
+    Ok(Done::Completely)
 }
 
 /// Prints a new Fernet key, or a keyring file holding one as version 1, to

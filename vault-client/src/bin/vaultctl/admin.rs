@@ -1,0 +1,185 @@
+//! The operators' subcommands: keys, reload-keys, rotate, import.
+
+use std::fs;
+use std::io::{self, Write as _};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Deserialize;
+use vault_client::{ImportRow, ListKeysResponse, OdooConnection, VaultClient};
+
+/// Rows sent to the server per call.
+const IMPORT_BATCH: usize = 500;
+
+/// Exit status of an import that finished but rejected rows.
+pub const EXIT_ROWS_REJECTED: u8 = 3;
+
+/// Prints the key versions and legacy keys.
+pub fn print_keys(keys: &ListKeysResponse) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "{:>7}  {:<16}  {:<7}  RECORDS",
+        "VERSION", "FINGERPRINT", "PRIMARY"
+    )?;
+    for key in &keys.keys {
+        let primary = if key.primary { "yes" } else { "" };
+        writeln!(
+            out,
+            "{:>7}  {:<16}  {:<7}  {}",
+            key.version, key.fingerprint, primary, key.records
+        )?;
+    }
+    for legacy in &keys.legacy_keys {
+        writeln!(
+            out,
+            "legacy key {} ({}), decrypt-only for imports",
+            legacy.name, legacy.fingerprint
+        )?;
+    }
+    out.flush()
+}
+
+/// Runs a rotation, drawing its progress, and prints a summary.
+pub async fn rotate(vault: &VaultClient, batch_size: u32) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut progress = vault.rotate(batch_size).await?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{bar:40}] {pos}/{len} records  {per_sec}  eta {eta}",
+        )
+        .context("progress bar template")?
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+
+    let mut last = None;
+    while let Some(report) = progress.message().await? {
+        bar.set_length(report.total);
+        bar.set_position(report.done + report.failed);
+        let finished = report.finished;
+        last = Some(report);
+        if finished {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+
+    let report = last.context("the server ended the rotation without a report")?;
+    anyhow::ensure!(
+        report.finished,
+        "the rotation stopped before it finished ({} of {} re-sealed); run it again",
+        report.done,
+        report.total
+    );
+    let seconds = started.elapsed().as_secs_f64();
+    let rate = if seconds > 0.0 {
+        report.done as f64 / seconds
+    } else {
+        0.0
+    };
+    println!(
+        "rotated {} record(s) to key version {} in {seconds:.1}s ({rate:.0}/s); {} could not \
+         be opened",
+        report.done, report.target_version, report.failed
+    );
+    anyhow::ensure!(
+        report.failed == 0,
+        "{} record(s) could not be opened and stay under their old key; see the server log",
+        report.failed
+    );
+    Ok(())
+}
+
+/// One exported row, as JSON lines or CSV with a header. Every field is
+/// optional here so that a row missing one is reported by the server with
+/// the field's name rather than failing the whole file.
+#[derive(Debug, Default, Deserialize)]
+struct ExportedRow {
+    user_id: Option<String>,
+    url: Option<String>,
+    database: Option<String>,
+    username: Option<String>,
+    token: Option<String>,
+}
+
+impl ExportedRow {
+    fn into_import(self, line: u64) -> ImportRow {
+        ImportRow {
+            line,
+            user_id: self.user_id.unwrap_or_default(),
+            odoo: Some(OdooConnection {
+                url: self.url.unwrap_or_default(),
+                database: self.database.unwrap_or_default(),
+                username: self.username.unwrap_or_default(),
+            }),
+            token: self.token.unwrap_or_default(),
+        }
+    }
+}
+
+/// Reads the rows of `file`: CSV when its name ends in `.csv`, JSON lines
+/// otherwise. Lines that cannot be read at all come back as rejections.
+fn read_rows(file: &Path) -> anyhow::Result<(Vec<ImportRow>, Vec<(u64, String)>)> {
+    let text =
+        fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut rows = Vec::new();
+    let mut unreadable = Vec::new();
+
+    if file
+        .extension()
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("csv"))
+    {
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        for (index, record) in reader.deserialize::<ExportedRow>().enumerate() {
+            let line = index as u64 + 2; // after the header, counting from 1
+            match record {
+                Ok(row) => rows.push(row.into_import(line)),
+                Err(err) => unreadable.push((line, format!("not a valid CSV row: {err}"))),
+            }
+        }
+    } else {
+        for (index, text) in text.lines().enumerate() {
+            let line = index as u64 + 1;
+            if text.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<ExportedRow>(text) {
+                Ok(row) => rows.push(row.into_import(line)),
+                Err(err) => unreadable.push((line, format!("not a valid JSON object: {err}"))),
+            }
+        }
+    }
+    Ok((rows, unreadable))
+}
+
+/// Imports `file` and prints the report. Returns whether every row was
+/// imported or skipped.
+pub async fn import(vault: &VaultClient, file: &Path) -> anyhow::Result<bool> {
+    let (rows, mut rejected) = read_rows(file)?;
+    let (mut imported, mut skipped) = (0, 0);
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let batch: Vec<_> = rows.by_ref().take(IMPORT_BATCH).collect();
+        let report = vault.import(batch).await?;
+        imported += report.imported;
+        skipped += report.skipped;
+        rejected.extend(report.rejected.into_iter().map(|r| (r.line, r.reason)));
+    }
+    rejected.sort();
+
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "imported {imported}, skipped {skipped} (already present), rejected {}",
+        rejected.len()
+    )?;
+    for (line, reason) in &rejected {
+        writeln!(out, "line {line}: {reason}")?;
+    }
+    out.flush()?;
+    Ok(rejected.is_empty())
+}

@@ -1,0 +1,145 @@
+//! The keyring in service: loaded, checked against the store, swapped on
+//! reload, and never changed under a write that is sealing with it.
+//!
+//! A keyring is accepted, at start or on reload, only if it can open every
+//! record in the store:
+//!
+//! - every key version that seals a record is in it, and
+//! - every key in it is the key its version had before. Each version leaves
+//!   a canary in the store the first time it is loaded: a token sealed with
+//!   a key derived from it. A key of the same version that cannot open its
+//!   canary is a different key, and is refused.
+//!
+//! Otherwise the start is refused, or the reload is and the previous keyring
+//! stays, with a message naming the versions and how many records each
+//! holds. The same check makes retiring a key safe: a keyring without a
+//! version is accepted only once no record uses that version.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use secrecy::ExposeSecret as _;
+use tokio::sync::{RwLock, RwLockReadGuard};
+
+use crate::crypto::fernet::Token;
+use crate::crypto::keyring::{Keyring, KeyringError, MasterKey};
+use crate::reload::Reloadable;
+use crate::store::{CredentialStore, StoreError};
+
+/// What a canary token holds.
+const CANARY_PLAINTEXT: &[u8] = b"vault.v1 canary";
+/// HKDF `info` of the key canaries are sealed with; no record key can have
+/// it, since record `info` starts with "vault.v1 record".
+const CANARY_INFO: &[u8] = b"vault.v1 canary";
+
+/// Why a keyring was not accepted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyCheckError {
+    /// The file could not be loaded.
+    #[error(transparent)]
+    Load(#[from] KeyringError),
+    /// It cannot open everything in the store.
+    #[error("keyring refused: {0}")]
+    Mismatch(String),
+    /// The store could not be read or written.
+    #[error("keyring check failed")]
+    Store(#[from] StoreError),
+}
+
+/// The keyring the server runs with.
+#[derive(Debug)]
+pub struct KeyManager {
+    path: PathBuf,
+    current: Reloadable<Keyring>,
+    /// Held shared by every write that seals with the current keyring, and
+    /// exclusively while a new keyring is checked and swapped in, so no
+    /// record can be sealed under a key the check did not count.
+    writes: RwLock<()>,
+}
+
+impl KeyManager {
+    /// Checks `keyring`, loaded from `path`, against `store`, and keeps it
+    /// and the path to reload from.
+    pub async fn new<S: CredentialStore>(
+        path: PathBuf,
+        keyring: Keyring,
+        store: &S,
+    ) -> Result<Self, KeyCheckError> {
+        check(&keyring, store).await?;
+        Ok(Self {
+            path,
+            current: Reloadable::new(keyring),
+            writes: RwLock::new(()),
+        })
+    }
+
+    /// The keyring now in force.
+    pub fn current(&self) -> Arc<Keyring> {
+        self.current.current()
+    }
+
+    /// Permission to seal with the current keyring: hold it until the
+    /// sealed record is stored.
+    pub async fn write_permit(&self) -> RwLockReadGuard<'_, ()> {
+        self.writes.read().await
+    }
+
+    /// Re-reads the keyring file and swaps it in if it checks out.
+    pub async fn reload<S: CredentialStore>(&self, store: &S) -> Result<(), KeyCheckError> {
+        let keyring = Keyring::load(&self.path)?;
+        let _exclusive = self.writes.write().await;
+        check(&keyring, store).await?;
+        self.current.replace(keyring);
+        Ok(())
+    }
+}
+
+/// Accepts `keyring` for `store` (see the module docs), leaving a canary for
+/// each of its versions that has none yet.
+async fn check<S: CredentialStore>(keyring: &Keyring, store: &S) -> Result<(), KeyCheckError> {
+    let usage = store.key_usage();
+    let mut problems = String::new();
+
+    for (version, records) in &usage {
+        if keyring.key(*version).is_none() {
+            let _ = write!(
+                problems,
+                "; key version {version} seals {records} record(s) but is not in the keyring"
+            );
+        }
+    }
+    let mut missing_canaries = Vec::new();
+    for key in keyring.keys() {
+        match store.canary(key.version())? {
+            Some(canary) if opens_canary(key, &canary) => {}
+            Some(_) => {
+                let records = usage.get(&key.version()).copied().unwrap_or(0);
+                let _ = write!(
+                    problems,
+                    "; key version {} (fingerprint {}) is not the key this store knows under \
+                     that version, which seals {records} record(s)",
+                    key.version(),
+                    key.fingerprint()
+                );
+            }
+            None => missing_canaries.push(key),
+        }
+    }
+    if let Some(problems) = problems.strip_prefix("; ") {
+        return Err(KeyCheckError::Mismatch(problems.to_owned()));
+    }
+
+    for key in missing_canaries {
+        let canary = key.derive_fernet_key(CANARY_INFO).encrypt(CANARY_PLAINTEXT);
+        store.put_canary(key.version(), &canary).await?;
+    }
+    Ok(())
+}
+
+fn opens_canary(key: &MasterKey, canary: &Token) -> bool {
+    key.derive_fernet_key(CANARY_INFO)
+        .decrypt(canary.as_str(), None)
+        .is_ok_and(|opened| opened.expose_secret() == CANARY_PLAINTEXT)
+}
