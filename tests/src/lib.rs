@@ -9,7 +9,7 @@
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 use std::{env, fs, thread};
@@ -116,6 +116,60 @@ impl TestVault {
             .expect("connect to the test server")
     }
 
+    /// Runs `vaultctl` against this server with the certificate of `role`.
+    pub fn vaultctl(&self, role: &str, args: &[&str]) -> Output {
+        let files = self.tls_files(role);
+        Command::new(sibling_binary("vaultctl"))
+            .args(args)
+            .env("VAULT_ADDR", self.addr.to_string())
+            .env("VAULT_CA", &files.ca)
+            .env("VAULT_CERT", &files.cert)
+            .env("VAULT_KEY", &files.key)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run vaultctl")
+    }
+
+    /// The keyring file of this server.
+    pub fn keyring_path(&self) -> PathBuf {
+        self.dev_layout().keyring()
+    }
+
+    /// Adds a new random master key of `version` to the keyring file and
+    /// makes it the primary. The server sees it after a reload or restart.
+    pub fn add_primary_key(&self, version: u32) {
+        let path = self.keyring_path();
+        let text = fs::read_to_string(&path).expect("read the keyring");
+        let mut kept: Vec<&str> = text
+            .lines()
+            .filter(|line| !line.starts_with("primary"))
+            .collect();
+        let key = vault_server::crypto::fernet::generate_key_base64();
+        let line = format!(
+            "key {version} {}",
+            secrecy::ExposeSecret::expose_secret(&key)
+        );
+        kept.push(&line);
+        let primary = format!("primary {version}");
+        kept.push(&primary);
+        fs::write(&path, kept.join("\n") + "\n").expect("write the keyring");
+    }
+
+    /// Starts the binary on this server's data folder while the server is
+    /// stopped, expecting it to refuse; returns what it printed on stderr.
+    pub fn start_refused(&self) -> String {
+        assert!(self.child.is_none(), "stop the server first");
+        let output = Command::new(server_binary())
+            .args(["--dev", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(self.data_dir())
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run vault-server");
+        assert!(!output.status.success(), "the server started");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
     /// Sends SIGHUP: the server re-reads its policy and certificates.
     pub fn hang_up(&self) {
         let child = self.child.as_ref().expect("the server is running");
@@ -172,16 +226,21 @@ impl Drop for TestVault {
 
 /// The `vault-server` binary under test.
 pub fn server_binary() -> PathBuf {
-    if let Some(path) = env::var_os("VAULT_SERVER_BIN") {
-        return PathBuf::from(path);
+    match env::var_os("VAULT_SERVER_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => sibling_binary("vault-server"),
     }
-    // target/<profile>/deps/<test executable> → target/<profile>/vault-server
+}
+
+/// A binary of the workspace, built next to the test executable:
+/// target/<profile>/deps/<test> → target/<profile>/<name>.
+pub fn sibling_binary(name: &str) -> PathBuf {
     let exe = env::current_exe().expect("find the test executable");
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("test executables live in target/<profile>/deps");
-    let binary = profile_dir.join(format!("vault-server{}", env::consts::EXE_SUFFIX));
+    let binary = profile_dir.join(format!("{name}{}", env::consts::EXE_SUFFIX));
     assert!(
         binary.exists(),
         "{} is missing: build it with `cargo build --workspace --bins` (cargo test --workspace \
@@ -189,6 +248,25 @@ pub fn server_binary() -> PathBuf {
         binary.display()
     );
     binary
+}
+
+/// Runs a Python script (with `cryptography` installed) and returns what it
+/// printed. `VAULT_TEST_PYTHON` names the interpreter; `python3` by default.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let interpreter = env::var("VAULT_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let output = Command::new(&interpreter)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {interpreter}: {err}"));
+    assert!(
+        output.status.success(),
+        "{interpreter} failed (is `cryptography` installed? python3 -m pip install \
+         cryptography):\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("python printed text")
 }
 
 /// Starts `vault-server --dev` with its data under `root/data` and its log

@@ -182,7 +182,7 @@ impl<S: CredentialStore + Clone> Rotation<S> {
 
     async fn send(&self, report: &v1::RotateKeysProgress) {
         // The caller may have gone away; the rotation carries on regardless.
-        let _ = self.progress.send(Ok(report.clone())).await;
+        let _ = self.progress.send(Ok(*report)).await;
     }
 }
 

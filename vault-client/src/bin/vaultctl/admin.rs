@@ -94,6 +94,9 @@ pub async fn rotate(vault: &VaultClient, batch_size: u32) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// A row refused, by line number, with the reason.
+type Rejection = (u64, String);
+
 /// One exported row, as JSON lines or CSV with a header. Every field is
 /// optional here so that a row missing one is reported by the server with
 /// the field's name rather than failing the whole file.
@@ -123,7 +126,7 @@ impl ExportedRow {
 
 /// Reads the rows of `file`: CSV when its name ends in `.csv`, JSON lines
 /// otherwise. Lines that cannot be read at all come back as rejections.
-fn read_rows(file: &Path) -> anyhow::Result<(Vec<ImportRow>, Vec<(u64, String)>)> {
+fn read_rows(file: &Path) -> anyhow::Result<(Vec<ImportRow>, Vec<Rejection>)> {
     let text =
         fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let mut rows = Vec::new();
