@@ -232,22 +232,25 @@ pub fn server_binary() -> PathBuf {
     }
 }
 
-/// A binary of the workspace, built next to the test executable:
-/// target/<profile>/deps/<test> → target/<profile>/<name>.
+/// A binary of the workspace, built next to the running executable: a test
+/// runs from target/<profile>/deps, a benchmark binary from target/<profile>.
 pub fn sibling_binary(name: &str) -> PathBuf {
-    let exe = env::current_exe().expect("find the test executable");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executables live in target/<profile>/deps");
-    let binary = profile_dir.join(format!("{name}{}", env::consts::EXE_SUFFIX));
-    assert!(
-        binary.exists(),
-        "{} is missing: build it with `cargo build --workspace --bins` (cargo test --workspace \
-         does this)",
-        binary.display()
-    );
-    binary
+    let exe = env::current_exe().expect("find the running executable");
+    let file = format!("{name}{}", env::consts::EXE_SUFFIX);
+    let here = exe.parent().expect("an executable lives in a folder");
+    let candidates = [Some(here), here.parent()];
+    candidates
+        .into_iter()
+        .flatten()
+        .map(|dir| dir.join(&file))
+        .find(|path| path.exists())
+        .unwrap_or_else(|| {
+            panic!(
+                "{file} is missing next to {}: build it with `cargo build --workspace --bins` \
+                 (cargo test --workspace does this)",
+                exe.display()
+            )
+        })
 }
 
 /// Runs a Python script (with `cryptography` installed) and returns what it
