@@ -17,6 +17,7 @@
 //!   setup, and the process around it all.
 
 pub mod access;
+pub mod audit;
 pub mod config;
 pub mod credential;
 pub mod crypto;
