@@ -37,8 +37,9 @@ use secrecy::SecretSlice;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use vault_proto::v1::{self, admin_client::AdminClient, vault_client::VaultClient as Stub};
 pub use vault_proto::v1::{
-    Credential, ImportCredentialsResponse, ImportRow, KeyVersion, LegacyKey, ListKeysResponse,
-    OdooConnection, Purpose, RotateKeysProgress,
+    AuditEvent, Credential, ImportCredentialsResponse, ImportRow, KeyVersion, LegacyKey,
+    ListAuditEventsRequest, ListKeysResponse, OdooConnection, Purpose, RotateKeysProgress,
+    VerifyAuditResponse,
 };
 
 /// A decrypted secret: wiped when dropped, `Debug` prints a placeholder.
@@ -410,6 +411,32 @@ impl VaultClient {
     ) -> Result<tonic::Streaming<RotateKeysProgress>, ClientError> {
         let request = tonic::Request::new(v1::RotateKeysRequest { batch_size });
         Ok(self.admin.clone().rotate_keys(request).await?.into_inner())
+    }
+
+    /// One page of the audit trail matching `filter`; pass the returned
+    /// number as `after_seq` for the next page (0 when there is none).
+    pub async fn list_audit(
+        &self,
+        filter: ListAuditEventsRequest,
+    ) -> Result<(Vec<AuditEvent>, u64), ClientError> {
+        let reply = self
+            .admin
+            .clone()
+            .list_audit_events(self.request(filter))
+            .await?
+            .into_inner();
+        Ok((reply.events, reply.next_after_seq))
+    }
+
+    /// Checks the whole audit chain on the server.
+    pub async fn verify_audit(&self) -> Result<VerifyAuditResponse, ClientError> {
+        let request = v1::VerifyAuditRequest {};
+        Ok(self
+            .admin
+            .clone()
+            .verify_audit(self.request(request))
+            .await?
+            .into_inner())
     }
 
     /// Imports rows sealed with a legacy key of the keyring.

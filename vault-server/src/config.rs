@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
+use crate::audit::sink::SinkTarget;
 use crate::dev::DevLayout;
 use crate::transport::TlsFiles;
 
@@ -70,6 +71,16 @@ pub struct Args {
     #[arg(long)]
     pub insecure_plaintext: bool,
 
+    /// Also write every audit event as a JSON line to this file, or to
+    /// standard output with `-`, for a log shipper.
+    #[arg(long, env = "VAULT_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
+
+    /// Prune audit events older than this many days (checked at start and
+    /// hourly); 0 keeps them all.
+    #[arg(long, env = "VAULT_AUDIT_RETENTION_DAYS", default_value_t = 0)]
+    pub audit_retention_days: u32,
+
     /// Log line format on standard error.
     #[arg(long, env = "VAULT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -108,6 +119,10 @@ pub struct Settings {
     pub transport: Transport,
     /// Development files to create on start when missing.
     pub dev: Option<DevLayout>,
+    /// Where the JSON-lines copy of the audit trail goes.
+    pub audit_sink: SinkTarget,
+    /// How long audit events are kept; `None` keeps them all.
+    pub audit_retention: Option<std::time::Duration>,
 }
 
 /// Settings that cannot work, with what to do instead.
@@ -200,6 +215,15 @@ impl Settings {
             })
         };
 
+        let audit_sink = match &args.audit_log {
+            None => SinkTarget::Off,
+            Some(path) if path.as_os_str() == "-" => SinkTarget::Stdout,
+            Some(path) => SinkTarget::File(path.clone()),
+        };
+        let audit_retention = (args.audit_retention_days > 0).then(|| {
+            std::time::Duration::from_secs(u64::from(args.audit_retention_days) * 24 * 60 * 60)
+        });
+
         Ok(Self {
             listen: args.listen,
             data_dir,
@@ -207,6 +231,8 @@ impl Settings {
             policy,
             transport,
             dev,
+            audit_sink,
+            audit_retention,
         })
     }
 

@@ -13,11 +13,14 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::server::Connected;
 
 use crate::access::Policy;
+use crate::audit::sink::Sink;
 use crate::config::{Settings, Transport};
+use crate::credential::UnixMillis;
 use crate::crypto::keyring::Keyring;
 use crate::keys::KeyManager;
 use crate::reload::Reloadable;
 use crate::service::VaultService;
+use crate::store::CredentialStore as _;
 use crate::store::SledStore;
 use crate::transport::{self, TlsFiles};
 
@@ -48,7 +51,8 @@ pub async fn run(
     let keyring = Keyring::load(&settings.keyring).context("cannot load the keyring")?;
     let policy = Reloadable::new(Policy::load(&settings.policy).context("cannot load the policy")?);
     crate::files::create_private_dir(&settings.data_dir)?;
-    let store = SledStore::open(&settings.database_dir()).with_context(|| {
+    let sink = Sink::open(&settings.audit_sink).context("cannot open the audit log")?;
+    let store = SledStore::open_with_sink(&settings.database_dir(), sink).with_context(|| {
         format!(
             "cannot open database in {}",
             settings.database_dir().display()
@@ -66,6 +70,10 @@ pub async fn run(
         fingerprint = %keyring.primary().fingerprint(),
         "keyring loaded"
     );
+
+    if let Some(retention) = settings.audit_retention {
+        spawn_audit_pruning(store.clone(), retention);
+    }
 
     let listener = TcpListener::bind(settings.listen)
         .await
@@ -213,6 +221,24 @@ fn on_hangup(reloads: Reloads) -> anyhow::Result<()> {
 #[cfg(not(unix))]
 fn on_hangup(_reloads: Reloads) -> anyhow::Result<()> {
     Ok(())
+}
+
+/// Prunes audit events older than `retention` now and every hour.
+fn spawn_audit_pruning(store: SledStore, retention: Duration) {
+    tokio::spawn(async move {
+        let mut hourly = tokio::time::interval(Duration::from_secs(60 * 60));
+        loop {
+            hourly.tick().await;
+            let cutoff = UnixMillis::now()
+                .0
+                .saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX));
+            match store.prune_audit(cutoff).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "old audit events pruned"),
+                Err(err) => tracing::error!(error = %err, "audit pruning failed"),
+            }
+        }
+    });
 }
 
 fn announce(line: &str) -> io::Result<()> {

@@ -43,20 +43,39 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut server = TestVault::start();
-    let probe = server.client().await.store("probe", odoo(0), b"probe-secret").await?;
+    let probe = server
+        .client()
+        .await
+        .store("probe", odoo(0), b"probe-secret")
+        .await?;
     server.stop();
 
     let filled = Instant::now();
     fill(&server, args.records)?;
-    println!("filled {} records in {:.1?}", args.records, filled.elapsed());
+    println!(
+        "filled {} records in {:.1?}",
+        args.records,
+        filled.elapsed()
+    );
 
     server.add_primary_key(2);
     let started = Instant::now();
     server.restart();
-    println!("server start with {} records: {:.0?}", args.records + 1, started.elapsed());
+    println!(
+        "server start with {} records: {:.0?}",
+        args.records + 1,
+        started.elapsed()
+    );
 
     let sync = server.sync_client().await;
-    let idle = measure(&sync, &probe.id, args.callers, Duration::from_secs(args.idle_seconds), None).await;
+    let idle = measure(
+        &sync,
+        &probe.id,
+        args.callers,
+        Duration::from_secs(args.idle_seconds),
+        None,
+    )
+    .await;
 
     let ops = server.client_as("ops").await;
     let rotation = async {
@@ -69,7 +88,14 @@ async fn main() -> anyhow::Result<()> {
         anyhow::Ok((done, started.elapsed()))
     };
     let (rotated, during) = tokio::join!(rotation, async {
-        measure(&sync, &probe.id, args.callers, Duration::from_secs(3600), Some(&ops)).await
+        measure(
+            &sync,
+            &probe.id,
+            args.callers,
+            Duration::from_secs(3600),
+            Some(&ops),
+        )
+        .await
     });
     let (rotated, took) = rotated?;
 
@@ -78,14 +104,20 @@ async fn main() -> anyhow::Result<()> {
     println!("| --- | --- |");
     println!("| records rotated | {rotated} |");
     println!("| rotation time | {:.2} s |", took.as_secs_f64());
-    println!("| rotation rate | {:.0} records/s |", rotated as f64 / took.as_secs_f64());
+    println!(
+        "| rotation rate | {:.0} records/s |",
+        rotated as f64 / took.as_secs_f64()
+    );
     for (name, stats) in [("idle", &idle), ("during rotation", &during)] {
         println!(
             "| decrypt {name} | {} calls, p50 {:.2} ms, p99 {:.2} ms |",
             stats.calls, stats.p50_ms, stats.p99_ms
         );
     }
-    println!("| p99 during / idle | {:.2}x |", during.p99_ms / idle.p99_ms);
+    println!(
+        "| p99 during / idle | {:.2}x |",
+        during.p99_ms / idle.p99_ms
+    );
     Ok(())
 }
 
@@ -103,7 +135,13 @@ fn fill(server: &TestVault, count: usize) -> anyhow::Result<()> {
             let id = CredentialId::generate();
             let secret = format!("password-{n:08}");
             let record = Record {
-                secret: keyring.seal(RecordBinding { owner: &owner, id: &id }, secret.as_bytes()),
+                secret: keyring.seal(
+                    RecordBinding {
+                        owner: &owner,
+                        id: &id,
+                    },
+                    secret.as_bytes(),
+                ),
                 fields: Fields::Odoo(OdooConnection::new(
                     "https://tenant.odoo.example.com",
                     "production",
@@ -114,7 +152,10 @@ fn fill(server: &TestVault, count: usize) -> anyhow::Result<()> {
                 created_at: now,
                 updated_at: now,
             };
-            batch.insert(record::key(&record.owner, &record.id), record::encode(&record));
+            batch.insert(
+                record::key(&record.owner, &record.id),
+                record::encode(&record),
+            );
         }
         tree.apply_batch(batch)?;
     }
@@ -146,7 +187,9 @@ async fn measure(
             let mut samples = Vec::new();
             while Instant::now() < deadline && !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let started = Instant::now();
-                sync.decrypt("probe", &id, Purpose::Sync).await.expect("decrypt");
+                sync.decrypt("probe", &id, Purpose::Sync)
+                    .await
+                    .expect("decrypt");
                 samples.push(started.elapsed());
             }
             samples

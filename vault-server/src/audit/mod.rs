@@ -171,7 +171,9 @@ pub struct UnreadableEvent {
 
 /// Reads a stored event without checking its digests.
 pub fn decode(key: &[u8], value: &[u8]) -> Result<ChainedEvent, UnreadableEvent> {
-    let seq = <[u8; 8]>::try_from(key).map(u64::from_be_bytes).unwrap_or(0);
+    let seq = <[u8; 8]>::try_from(key)
+        .map(u64::from_be_bytes)
+        .unwrap_or(0);
     let unreadable = |reason| UnreadableEvent { seq, reason };
     if key.len() != 8 {
         return Err(unreadable("its key is not an event number"));
@@ -179,8 +181,12 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<ChainedEvent, UnreadableEvent>
     if value.len() < HEADER_LEN || value[0] != FORMAT_V1 {
         return Err(unreadable("unknown format"));
     }
-    let prev = value[1..33].try_into().map_err(|_| unreadable("short header"))?;
-    let digest = value[33..65].try_into().map_err(|_| unreadable("short header"))?;
+    let prev = value[1..33]
+        .try_into()
+        .map_err(|_| unreadable("short header"))?;
+    let digest = value[33..65]
+        .try_into()
+        .map_err(|_| unreadable("short header"))?;
     let event = AuditEvent::decode(&value[HEADER_LEN..]).map_err(|_| unreadable("malformed"))?;
     Ok(ChainedEvent {
         seq,

@@ -1,11 +1,11 @@
 //! DecryptCredential: the only call that returns a secret.
 
 use secrecy::ExposeSecret;
-use tracing::{Span, field};
 use vault_proto::v1;
 
+use super::call::Call;
 use super::error::ServiceError;
-use super::{VaultService, convert, record_credential, record_user};
+use super::{VaultService, convert};
 use crate::access::{Caller, Operation};
 use crate::crypto::sealing::{OpenError, RecordBinding};
 use crate::store::CredentialStore;
@@ -14,15 +14,16 @@ impl<S: CredentialStore + Clone> VaultService<S> {
     /// Opens one credential's secret for the stated purpose.
     pub(super) async fn decrypt(
         &self,
+        call: &Call,
         caller: &Caller,
         request: v1::DecryptCredentialRequest,
     ) -> Result<v1::DecryptCredentialResponse, ServiceError> {
         let owner = convert::user_id(&request.user_id)?;
         let id = convert::credential_id(&request.credential_id)?;
-        record_user(&owner);
-        record_credential(&id);
+        call.user(&owner);
+        call.credential(&id);
         let purpose = convert::purpose(request.purpose)?;
-        Span::current().record("purpose", field::display(purpose.as_str()));
+        call.purpose(purpose);
         self.policy
             .current()
             .authorize(caller, Operation::Decrypt, Some(purpose))?;

@@ -74,6 +74,10 @@ impl ServiceError {
             ServiceError::Store(StoreError::Engine(_)) => {
                 Status::unavailable("storage is unavailable; retry later")
             }
+            ServiceError::Store(StoreError::NotDurable(_)) => Status::unavailable(
+                "storage could not confirm the change is on disk; it may or may not have \
+                 happened: check before retrying",
+            ),
             ServiceError::Store(StoreError::Corrupt(_)) => {
                 Status::data_loss("a stored credential is corrupt; an operator must restore it")
             }

@@ -12,6 +12,7 @@ use secrecy::ExposeSecret as _;
 use vault_proto::v1;
 
 use super::VaultService;
+use super::call::Call;
 use super::error::ServiceError;
 use crate::credential::{
     CredentialId, Fields, InvalidField, MAX_SECRET_LEN, OdooConnection, Record, UnixMillis, UserId,
@@ -35,6 +36,7 @@ impl<S: CredentialStore + Clone> VaultService<S> {
     /// Imports a batch of rows and reports on each.
     pub(super) async fn import(
         &self,
+        call: &Call,
         request: v1::ImportCredentialsRequest,
     ) -> Result<v1::ImportCredentialsResponse, ServiceError> {
         if request.rows.len() > MAX_IMPORT_ROWS {
@@ -55,7 +57,7 @@ impl<S: CredentialStore + Clone> VaultService<S> {
         let mut report = v1::ImportCredentialsResponse::default();
         for row in request.rows {
             let line = row.line;
-            match self.import_row(row).await? {
+            match self.import_row(call, row).await? {
                 Outcome::Imported => report.imported += 1,
                 Outcome::Skipped => report.skipped += 1,
                 Outcome::Rejected(reason) => {
@@ -63,16 +65,18 @@ impl<S: CredentialStore + Clone> VaultService<S> {
                 }
             }
         }
-        tracing::info!(
-            imported = report.imported,
-            skipped = report.skipped,
-            rejected = report.rejected.len(),
-            "import batch done"
+        let summary = format!(
+            "imported={} skipped={} rejected={}",
+            report.imported,
+            report.skipped,
+            report.rejected.len()
         );
+        tracing::info!(summary, "import batch done");
+        call.detail(summary);
         Ok(report)
     }
 
-    async fn import_row(&self, row: v1::ImportRow) -> Result<Outcome, ServiceError> {
+    async fn import_row(&self, call: &Call, row: v1::ImportRow) -> Result<Outcome, ServiceError> {
         let (owner, fields) = match parse_row(&row) {
             Ok(parsed) => parsed,
             Err(field) => return Ok(Outcome::Rejected(field.to_string())),
@@ -93,6 +97,12 @@ impl<S: CredentialStore + Clone> VaultService<S> {
             owner: &owner,
             id: &id,
         };
+        // Each imported row is a change of its own, with its own event.
+        let mut event = call.success();
+        event.operation = "import.row".into();
+        event.user_id = owner.to_string();
+        event.credential_id = id.to_string();
+        event.detail = format!("line={}", row.line);
         let record = Record {
             secret: keyring.seal(binding, secret.expose_secret()),
             id,
@@ -101,7 +111,7 @@ impl<S: CredentialStore + Clone> VaultService<S> {
             created_at: now,
             updated_at: now,
         };
-        Ok(if self.store.insert(&record).await? {
+        Ok(if self.store.insert(&record, &event).await? {
             Outcome::Imported
         } else {
             Outcome::Rejected("credential id collision; import the row again".into())

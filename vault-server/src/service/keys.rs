@@ -9,7 +9,9 @@ use tonic::Status;
 use vault_proto::v1;
 
 use super::VaultService;
+use super::call::Call;
 use super::error::ServiceError;
+use crate::audit::AuditEvent;
 use crate::credential::{InvalidField, Record};
 use crate::crypto::sealing::RecordBinding;
 use crate::keys::{KeyCheckError, KeyManager};
@@ -69,6 +71,7 @@ impl<S: CredentialStore + Clone> VaultService<S> {
     /// rotation is already running, and returns its progress.
     pub(super) async fn rotate(
         &self,
+        call: &Call,
         request: v1::RotateKeysRequest,
     ) -> Result<ProgressStream, ServiceError> {
         let batch = match request.batch_size {
@@ -91,7 +94,10 @@ impl<S: CredentialStore + Clone> VaultService<S> {
         })?;
 
         let (progress, stream) = mpsc::channel(16);
+        let mut batch_event = call.success();
+        batch_event.operation = "keys.rotate.batch".into();
         let rotation = Rotation {
+            audit: batch_event,
             store: self.store.clone(),
             keys: Arc::clone(&self.keys),
             batch: batch as usize,
@@ -121,6 +127,8 @@ impl<S: CredentialStore + Clone> VaultService<S> {
 ///
 /// It keeps going if the caller that started it goes away.
 struct Rotation<S> {
+    /// The event each batch is written with.
+    audit: AuditEvent,
     store: S,
     keys: Arc<KeyManager>,
     batch: usize,
@@ -159,7 +167,10 @@ impl<S: CredentialStore + Clone> Rotation<S> {
             let (pairs, failed) = tokio::task::spawn_blocking(move || reseal(&sealing, records))
                 .await
                 .map_err(|_| ServiceError::FailedPrecondition("rotation worker failed".into()))?;
-            report.done += self.store.replace_batch(&pairs).await? as u64;
+            let mut event = self.audit.clone();
+            event.time_ms = crate::credential::UnixMillis::now().0;
+            event.detail = format!("target_version={target} batch={}", pairs.len());
+            report.done += self.store.replace_batch(&pairs, &event).await? as u64;
             report.failed += failed;
             self.send(&report).await;
 

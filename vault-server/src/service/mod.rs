@@ -11,6 +11,8 @@
 //! credential and purpose, and ends with exactly one log line giving the
 //! outcome and latency. Secrets are never recorded in a span or an event.
 
+mod audit;
+mod call;
 mod convert;
 mod decrypt;
 mod delete;
@@ -20,19 +22,16 @@ mod keys;
 mod read;
 mod write;
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
 
 use tonic::{Request, Response, Status};
-use tracing::{Instrument, Span, field};
 use vault_proto::v1;
 
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
+use self::call::Call;
 use self::error::ServiceError;
 use crate::access::{Caller, Operation, Policy};
-use crate::credential::{CredentialId, UserId};
 use crate::keys::KeyManager;
 use crate::reload::Reloadable;
 use crate::store::CredentialStore;
@@ -78,54 +77,14 @@ impl<S: CredentialStore + Clone> VaultService<S> {
     /// do `operation` (for a decrypt, the purpose is checked once parsed).
     fn authorize<T>(
         &self,
+        call: &Call,
         request: &Request<T>,
         operation: Operation,
     ) -> Result<Caller, ServiceError> {
         let caller = caller(request)?;
-        Span::current().record("caller", field::display(&caller));
+        call.caller(&caller);
         self.policy.current().authorize(&caller, operation, None)?;
         Ok(caller)
-    }
-}
-
-/// A span for one call of `operation`; the work records the other fields as
-/// it learns them.
-fn call_span(operation: &'static str) -> Span {
-    tracing::info_span!(
-        "call",
-        op = operation,
-        caller = field::Empty,
-        user_id = field::Empty,
-        credential_id = field::Empty,
-        purpose = field::Empty,
-    )
-}
-
-/// Runs one call's work inside `span` and logs its outcome and latency.
-async fn observe<T>(
-    span: Span,
-    work: impl Future<Output = Result<T, ServiceError>>,
-) -> Result<Response<T>, Status> {
-    let started = Instant::now();
-    let result = work.instrument(span.clone()).await;
-    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    let _entered = span.enter();
-
-    match result {
-        Ok(reply) => {
-            tracing::info!(outcome = "Ok", latency_us, "call finished");
-            Ok(Response::new(reply))
-        }
-        Err(err) => {
-            let status = err.to_status();
-            let outcome = format!("{:?}", status.code());
-            if err.needs_operator() {
-                tracing::error!(outcome, latency_us, error = %err, "call failed");
-            } else {
-                tracing::info!(outcome, latency_us, error = %err, "call refused");
-            }
-            Err(status)
-        }
     }
 }
 
@@ -135,9 +94,10 @@ impl<S: CredentialStore + Clone> v1::vault_server::Vault for VaultService<S> {
         &self,
         request: Request<v1::StoreCredentialRequest>,
     ) -> Result<Response<v1::StoreCredentialResponse>, Status> {
-        observe(call_span("store"), async move {
-            self.authorize(&request, Operation::Store)?;
-            self.store(request.into_inner()).await
+        let call = Call::start("store", &request);
+        self.observe(&call, async {
+            self.authorize(&call, &request, Operation::Store)?;
+            self.store(&call, request.into_inner()).await
         })
         .await
     }
@@ -146,9 +106,10 @@ impl<S: CredentialStore + Clone> v1::vault_server::Vault for VaultService<S> {
         &self,
         request: Request<v1::UpdateCredentialRequest>,
     ) -> Result<Response<v1::UpdateCredentialResponse>, Status> {
-        observe(call_span("update"), async move {
-            self.authorize(&request, Operation::Update)?;
-            self.update(request.into_inner()).await
+        let call = Call::start("update", &request);
+        self.observe(&call, async {
+            self.authorize(&call, &request, Operation::Update)?;
+            self.update(&call, request.into_inner()).await
         })
         .await
     }
@@ -157,9 +118,10 @@ impl<S: CredentialStore + Clone> v1::vault_server::Vault for VaultService<S> {
         &self,
         request: Request<v1::GetCredentialRequest>,
     ) -> Result<Response<v1::GetCredentialResponse>, Status> {
-        observe(call_span("get"), async move {
-            self.authorize(&request, Operation::Get)?;
-            self.get(request.into_inner()).await
+        let call = Call::start("get", &request);
+        self.observe(&call, async {
+            self.authorize(&call, &request, Operation::Get)?;
+            self.get(&call, request.into_inner()).await
         })
         .await
     }
@@ -168,9 +130,10 @@ impl<S: CredentialStore + Clone> v1::vault_server::Vault for VaultService<S> {
         &self,
         request: Request<v1::ListCredentialsRequest>,
     ) -> Result<Response<v1::ListCredentialsResponse>, Status> {
-        observe(call_span("list"), async move {
-            self.authorize(&request, Operation::List)?;
-            self.list(request.into_inner()).await
+        let call = Call::start("list", &request);
+        self.observe(&call, async {
+            self.authorize(&call, &request, Operation::List)?;
+            self.list(&call, request.into_inner()).await
         })
         .await
     }
@@ -179,9 +142,10 @@ impl<S: CredentialStore + Clone> v1::vault_server::Vault for VaultService<S> {
         &self,
         request: Request<v1::DecryptCredentialRequest>,
     ) -> Result<Response<v1::DecryptCredentialResponse>, Status> {
-        observe(call_span("decrypt"), async move {
-            let caller = self.authorize(&request, Operation::Decrypt)?;
-            self.decrypt(&caller, request.into_inner()).await
+        let call = Call::start("decrypt", &request);
+        self.observe(&call, async {
+            let caller = self.authorize(&call, &request, Operation::Decrypt)?;
+            self.decrypt(&call, &caller, request.into_inner()).await
         })
         .await
     }
@@ -190,9 +154,10 @@ impl<S: CredentialStore + Clone> v1::vault_server::Vault for VaultService<S> {
         &self,
         request: Request<v1::DeleteCredentialRequest>,
     ) -> Result<Response<v1::DeleteCredentialResponse>, Status> {
-        observe(call_span("delete"), async move {
-            self.authorize(&request, Operation::Delete)?;
-            self.delete(request.into_inner()).await
+        let call = Call::start("delete", &request);
+        self.observe(&call, async {
+            self.authorize(&call, &request, Operation::Delete)?;
+            self.delete(&call, request.into_inner()).await
         })
         .await
     }
@@ -201,9 +166,10 @@ impl<S: CredentialStore + Clone> v1::vault_server::Vault for VaultService<S> {
         &self,
         request: Request<v1::EraseUserRequest>,
     ) -> Result<Response<v1::EraseUserResponse>, Status> {
-        observe(call_span("erase"), async move {
-            self.authorize(&request, Operation::Erase)?;
-            self.erase(request.into_inner()).await
+        let call = Call::start("erase", &request);
+        self.observe(&call, async {
+            self.authorize(&call, &request, Operation::Erase)?;
+            self.erase(&call, request.into_inner()).await
         })
         .await
     }
@@ -223,16 +189,6 @@ fn caller<T>(request: &Request<T>) -> Result<Caller, ServiceError> {
     Caller::from_certificate(leaf).map_err(|err| ServiceError::Unauthenticated(err.to_string()))
 }
 
-/// Records the owner a call is about on the current span.
-fn record_user(owner: &UserId) {
-    Span::current().record("user_id", field::display(owner));
-}
-
-/// Records the credential a call is about on the current span.
-fn record_credential(id: &CredentialId) {
-    Span::current().record("credential_id", field::display(id));
-}
-
 #[tonic::async_trait]
 impl<S: CredentialStore + Clone> v1::admin_server::Admin for VaultService<S> {
     type RotateKeysStream = keys::ProgressStream;
@@ -241,8 +197,9 @@ impl<S: CredentialStore + Clone> v1::admin_server::Admin for VaultService<S> {
         &self,
         request: Request<v1::ListKeysRequest>,
     ) -> Result<Response<v1::ListKeysResponse>, Status> {
-        observe(call_span("keys.list"), async move {
-            self.authorize(&request, Operation::Keys)?;
+        let call = Call::start("keys.list", &request);
+        self.observe(&call, async {
+            self.authorize(&call, &request, Operation::Keys)?;
             self.list_keys().await
         })
         .await
@@ -252,8 +209,9 @@ impl<S: CredentialStore + Clone> v1::admin_server::Admin for VaultService<S> {
         &self,
         request: Request<v1::ReloadKeyringRequest>,
     ) -> Result<Response<v1::ListKeysResponse>, Status> {
-        observe(call_span("keys.reload"), async move {
-            self.authorize(&request, Operation::Keys)?;
+        let call = Call::start("keys.reload", &request);
+        self.observe(&call, async {
+            self.authorize(&call, &request, Operation::Keys)?;
             self.reload_keyring().await
         })
         .await
@@ -263,9 +221,10 @@ impl<S: CredentialStore + Clone> v1::admin_server::Admin for VaultService<S> {
         &self,
         request: Request<v1::RotateKeysRequest>,
     ) -> Result<Response<Self::RotateKeysStream>, Status> {
-        observe(call_span("keys.rotate"), async move {
-            self.authorize(&request, Operation::Rotate)?;
-            self.rotate(request.into_inner()).await
+        let call = Call::start("keys.rotate", &request);
+        self.observe(&call, async {
+            self.authorize(&call, &request, Operation::Rotate)?;
+            self.rotate(&call, request.into_inner()).await
         })
         .await
     }
@@ -274,9 +233,34 @@ impl<S: CredentialStore + Clone> v1::admin_server::Admin for VaultService<S> {
         &self,
         request: Request<v1::ImportCredentialsRequest>,
     ) -> Result<Response<v1::ImportCredentialsResponse>, Status> {
-        observe(call_span("import"), async move {
-            self.authorize(&request, Operation::Import)?;
-            self.import(request.into_inner()).await
+        let call = Call::start("import", &request);
+        self.observe(&call, async {
+            self.authorize(&call, &request, Operation::Import)?;
+            self.import(&call, request.into_inner()).await
+        })
+        .await
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<v1::ListAuditEventsRequest>,
+    ) -> Result<Response<v1::ListAuditEventsResponse>, Status> {
+        let call = Call::start("audit.list", &request);
+        self.observe(&call, async {
+            self.authorize(&call, &request, Operation::Audit)?;
+            self.list_audit(request.into_inner()).await
+        })
+        .await
+    }
+
+    async fn verify_audit(
+        &self,
+        request: Request<v1::VerifyAuditRequest>,
+    ) -> Result<Response<v1::VerifyAuditResponse>, Status> {
+        let call = Call::start("audit.verify", &request);
+        self.observe(&call, async {
+            self.authorize(&call, &request, Operation::Audit)?;
+            self.verify_audit_chain().await
         })
         .await
     }

@@ -2,8 +2,9 @@
 
 use vault_proto::v1;
 
+use super::call::Call;
 use super::error::ServiceError;
-use super::{VaultService, convert, record_credential, record_user};
+use super::{VaultService, convert};
 use crate::credential::InvalidField;
 use crate::store::CredentialStore;
 
@@ -16,12 +17,13 @@ impl<S: CredentialStore + Clone> VaultService<S> {
     /// Reads one credential of one user.
     pub(super) async fn get(
         &self,
+        call: &Call,
         request: v1::GetCredentialRequest,
     ) -> Result<v1::GetCredentialResponse, ServiceError> {
         let owner = convert::user_id(&request.user_id)?;
         let id = convert::credential_id(&request.credential_id)?;
-        record_user(&owner);
-        record_credential(&id);
+        call.user(&owner);
+        call.credential(&id);
 
         let record = self.store.get(&owner, &id)?.ok_or(ServiceError::NotFound)?;
         Ok(v1::GetCredentialResponse {
@@ -32,10 +34,11 @@ impl<S: CredentialStore + Clone> VaultService<S> {
     /// Reads one page of a user's credentials.
     pub(super) async fn list(
         &self,
+        call: &Call,
         request: v1::ListCredentialsRequest,
     ) -> Result<v1::ListCredentialsResponse, ServiceError> {
         let owner = convert::user_id(&request.user_id)?;
-        record_user(&owner);
+        call.user(&owner);
         let page_size = match request.page_size {
             0 => DEFAULT_PAGE_SIZE,
             size if size <= MAX_PAGE_SIZE => size,

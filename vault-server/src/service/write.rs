@@ -2,8 +2,9 @@
 
 use vault_proto::v1;
 
+use super::call::Call;
 use super::error::ServiceError;
-use super::{VaultService, convert, record_credential, record_user};
+use super::{VaultService, convert};
 use crate::credential::{CredentialId, InvalidField, Record, UnixMillis};
 use crate::crypto::sealing::RecordBinding;
 use crate::store::{CredentialStore, Replaced};
@@ -20,10 +21,11 @@ impl<S: CredentialStore + Clone> VaultService<S> {
     /// Seals the secret to a new random id and stores the record.
     pub(super) async fn store(
         &self,
+        call: &Call,
         mut request: v1::StoreCredentialRequest,
     ) -> Result<v1::StoreCredentialResponse, ServiceError> {
         let owner = convert::user_id(&request.user_id)?;
-        record_user(&owner);
+        call.user(&owner);
         let fields = convert::fields(request.fields.take())?
             .ok_or_else(|| InvalidField::new("fields", "required"))?;
         let secret = convert::secret(&mut request.secret)?;
@@ -47,8 +49,9 @@ impl<S: CredentialStore + Clone> VaultService<S> {
                 created_at: now,
                 updated_at: now,
             };
-            if self.store.insert(&record).await? {
-                record_credential(&id);
+            call.credential(&id);
+            let inserted = self.store.insert(&record, &call.success()).await;
+            if call.wrote(inserted, |inserted| *inserted)? {
                 return Ok(v1::StoreCredentialResponse {
                     credential: Some(convert::credential(&record)),
                 });
@@ -60,12 +63,13 @@ impl<S: CredentialStore + Clone> VaultService<S> {
     /// Replaces the fields and/or the secret of one credential.
     pub(super) async fn update(
         &self,
+        call: &Call,
         mut request: v1::UpdateCredentialRequest,
     ) -> Result<v1::UpdateCredentialResponse, ServiceError> {
         let owner = convert::user_id(&request.user_id)?;
         let id = convert::credential_id(&request.credential_id)?;
-        record_user(&owner);
-        record_credential(&id);
+        call.user(&owner);
+        call.credential(&id);
         let fields = convert::fields(request.fields.take())?;
         let secret = request.secret.as_mut().map(convert::secret).transpose()?;
         if fields.is_none() && secret.is_none() {
@@ -103,7 +107,11 @@ impl<S: CredentialStore + Clone> VaultService<S> {
             }
             updated.updated_at = UnixMillis::now().max(current.updated_at);
 
-            if self.store.replace(&current, &updated).await? == Replaced::Done {
+            let replaced = self
+                .store
+                .replace(&current, &updated, &call.success())
+                .await;
+            if call.wrote(replaced, |replaced| *replaced == Replaced::Done)? == Replaced::Done {
                 return Ok(v1::UpdateCredentialResponse {
                     credential: Some(convert::credential(&updated)),
                 });

@@ -5,7 +5,11 @@
 //! remove, erase an owner) so that a replicated engine can stand in for the
 //! embedded default, [`SledStore`], without the service changing.
 //!
-//! Every method that changes data returns only once the change is durable.
+//! Every method that changes data returns only once the change is durable,
+//! and writes the audit event it is given in the same transaction as the
+//! change: the event exists if and only if the change does. Reads of the
+//! audit trail, its verification and pruning are here too, since the trail
+//! lives beside the records.
 
 mod group_commit;
 pub mod record;
@@ -16,6 +20,7 @@ use std::future::Future;
 
 pub use self::record::DecodeError;
 pub use self::sled_store::SledStore;
+use crate::audit::{AuditEvent, ChainHead, ChainedEvent, Verification};
 use crate::credential::{CredentialId, Record, UserId};
 use crate::crypto::fernet::Token;
 
@@ -29,6 +34,10 @@ pub enum StoreError {
     /// A stored value cannot be decoded.
     #[error("stored record is corrupt")]
     Corrupt(#[source] DecodeError),
+    /// The change and its audit event were committed, but could not be
+    /// flushed to disk: whether they survive a crash is unknown.
+    #[error("change committed but not flushed")]
+    NotDurable(#[source] std::sync::Arc<sled::Error>),
 }
 
 impl From<sled::Error> for StoreError {
@@ -48,9 +57,13 @@ pub enum Replaced {
 
 /// The storage the vault service runs on.
 pub trait CredentialStore: Send + Sync + 'static {
-    /// Stores a new record. Returns `false`, writing nothing, if a record
-    /// with that owner and id exists.
-    fn insert(&self, record: &Record) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Stores a new record and its audit event. Returns `false`, writing
+    /// nothing, if a record with that owner and id exists.
+    fn insert(
+        &self,
+        record: &Record,
+        audit: &AuditEvent,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Reads one record.
     fn get(&self, owner: &UserId, id: &CredentialId) -> Result<Option<Record>, StoreError>;
@@ -64,23 +77,31 @@ pub trait CredentialStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Record>, StoreError>;
 
-    /// Replaces `current` by `new` (same owner and id) if the stored record
-    /// is still exactly `current`.
+    /// Replaces `current` by `new` (same owner and id), with its audit
+    /// event, if the stored record is still exactly `current`.
     fn replace(
         &self,
         current: &Record,
         new: &Record,
+        audit: &AuditEvent,
     ) -> impl Future<Output = Result<Replaced, StoreError>> + Send;
 
-    /// Deletes one record. Returns whether it existed.
+    /// Deletes one record, with its audit event. Returns whether it existed;
+    /// if not, nothing is written.
     fn remove(
         &self,
         owner: &UserId,
         id: &CredentialId,
+        audit: &AuditEvent,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Deletes every record of one owner, atomically. Returns how many.
-    fn erase(&self, owner: &UserId) -> impl Future<Output = Result<usize, StoreError>> + Send;
+    /// Deletes every record of one owner, atomically, with the audit event
+    /// (written even when there was nothing to delete). Returns how many.
+    fn erase(
+        &self,
+        owner: &UserId,
+        audit: &AuditEvent,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
 
     /// How many records each key version seals, without the versions that
     /// seal none.
@@ -97,12 +118,32 @@ pub trait CredentialStore: Send + Sync + 'static {
     ) -> Result<(Vec<Record>, Option<Vec<u8>>), StoreError>;
 
     /// Replaces each `(current, new)` pair whose current record is still
-    /// stored unchanged, then waits once until all of them are durable.
-    /// Returns how many were replaced.
+    /// stored unchanged, in one transaction with the audit event (none if
+    /// nothing was replaced), then waits once until it is durable. Returns
+    /// how many were replaced.
     fn replace_batch(
         &self,
         pairs: &[(Record, Record)],
+        audit: &AuditEvent,
     ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// Appends the audit event of a call that changed nothing. It is on
+    /// disk with the next flush, not necessarily before this returns.
+    fn append_audit(&self, audit: &AuditEvent) -> Result<ChainedEvent, StoreError>;
+
+    /// Up to `limit` audit events after number `after`, in order.
+    fn audit_events(&self, after: u64, limit: usize) -> Result<Vec<ChainedEvent>, StoreError>;
+
+    /// Checks the whole audit chain from the oldest kept event.
+    fn verify_audit(&self) -> Result<Verification, StoreError>;
+
+    /// Removes the audit events older than `before_ms` (from the oldest on)
+    /// and keeps the last removed event's digest as the new anchor. Returns
+    /// how many were removed.
+    fn prune_audit(&self, before_ms: u64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The newest audit event's number and digest.
+    fn audit_head(&self) -> ChainHead;
 
     /// The canary token stored for a key version.
     fn canary(&self, version: u32) -> Result<Option<Token>, StoreError>;

@@ -5,8 +5,13 @@ use std::ops::Bound::{Excluded, Unbounded};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use sled::Transactional as _;
+use sled::transaction::{ConflictableTransactionResult, TransactionError, TransactionalTree};
+
 use super::group_commit::GroupCommit;
 use super::{CredentialStore, DecodeError, Replaced, StoreError, record};
+use crate::audit::sink::Sink;
+use crate::audit::{self, AuditEvent, ChainHead, ChainedEvent, Verification};
 use crate::credential::{CredentialId, InvalidField, Record, UserId};
 use crate::crypto::fernet::Token;
 
@@ -14,13 +19,24 @@ use crate::crypto::fernet::Token;
 const CREDENTIALS: &str = "credentials";
 /// Name of the sled tree holding one canary token per key version.
 const CANARIES: &str = "canaries";
+/// Name of the sled tree holding the audit events, keyed by number.
+const AUDIT: &str = "audit";
+/// Name of the sled tree holding the audit chain's anchor after pruning.
+const AUDIT_META: &str = "audit_meta";
+/// Key of the anchor in [`AUDIT_META`]: number and digest of the last
+/// pruned event.
+const ANCHOR: &[u8] = b"anchor";
 
 /// Records in a sled database on local disk.
 ///
-/// Reads go straight to sled. Every write, including one that turns out to
-/// change nothing (deleting what is already gone), waits for a shared flush
-/// ([`GroupCommit`]) before it returns: concurrent writers share fsyncs, and
-/// no answer can rest on a state that a crash would undo.
+/// Reads go straight to sled. Every change is one sled transaction over the
+/// records and the audit trail, so a change and its event are committed
+/// together or not at all. Appending to the audit chain is serialised by a
+/// lock on its head, held only for the transaction itself. Then the change
+/// waits for a shared flush ([`GroupCommit`]) before it returns: concurrent
+/// writers share fsyncs, and no answer rests on a state a crash would undo.
+/// That includes a delete that finds nothing, which may be looking at
+/// another delete whose flush is still running.
 ///
 /// The number of records per key version is counted once when the store
 /// opens, from the fixed header of each value, and kept up to date in memory
@@ -30,25 +46,44 @@ pub struct SledStore {
     db: sled::Db,
     credentials: sled::Tree,
     canaries: sled::Tree,
+    audit: sled::Tree,
+    audit_meta: sled::Tree,
+    head: Arc<Mutex<ChainHead>>,
+    sink: Arc<Sink>,
     usage: Arc<Mutex<BTreeMap<u32, u64>>>,
     group_commit: GroupCommit,
 }
 
 impl SledStore {
-    /// Opens (or creates) the database in `dir`.
+    /// Opens (or creates) the database in `dir`, with no copy of the audit
+    /// trail elsewhere.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_sink(dir, Sink::off())
+    }
+
+    /// Opens (or creates) the database in `dir`, copying every audit event
+    /// to `sink` once committed.
+    pub fn open_with_sink(dir: &Path, sink: Sink) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(64 * 1024 * 1024)
             .open()?;
         let credentials = db.open_tree(CREDENTIALS)?;
         let canaries = db.open_tree(CANARIES)?;
+        let audit = db.open_tree(AUDIT)?;
+        let audit_meta = db.open_tree(AUDIT_META)?;
 
         let mut usage = BTreeMap::new();
         for value in credentials.iter().values() {
             let version = record::key_version(&value?).map_err(StoreError::Corrupt)?;
             *usage.entry(version).or_default() += 1;
         }
+        let head = match audit.last()? {
+            Some((key, value)) => {
+                ChainHead::after(&audit::decode(&key, &value).map_err(corrupt_audit)?)
+            }
+            None => anchor(&audit_meta)?,
+        };
 
         let group_commit =
             GroupCommit::start(db.clone()).map_err(|err| StoreError::from(sled::Error::Io(err)))?;
@@ -56,23 +91,60 @@ impl SledStore {
             db,
             credentials,
             canaries,
+            audit,
+            audit_meta,
+            head: Arc::new(Mutex::new(head)),
+            sink: Arc::new(sink),
             usage: Arc::new(Mutex::new(usage)),
             group_commit,
         })
     }
 
-    /// Waits until every write made so far is on disk.
+    /// Waits until every write made so far is on disk. Used after a commit,
+    /// so a failure means the commit's fate is unknown.
     async fn durable(&self) -> Result<(), StoreError> {
         self.group_commit
             .durable()
             .await
-            .map_err(StoreError::Engine)
+            .map_err(StoreError::NotDurable)
     }
 
     /// Flushes everything to disk now. For shutdown.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
+    }
+
+    /// Commits `change` to the records and, if it changed something (returned
+    /// `Some`), `event` to the audit trail, in one transaction. `change` must
+    /// write nothing when it returns `None`.
+    fn commit<T>(
+        &self,
+        event: &AuditEvent,
+        change: impl Fn(&TransactionalTree) -> ConflictableTransactionResult<Option<T>, ()>,
+    ) -> Result<Option<T>, StoreError> {
+        let mut head = self.head.lock().unwrap_or_else(PoisonError::into_inner);
+        let (chained, value) = head.append(event);
+        let key = audit::key(chained.seq);
+        let changed = (&self.credentials, &self.audit)
+            .transaction(|(credentials, audit)| {
+                let changed = change(credentials)?;
+                if changed.is_some() {
+                    audit.insert(&key, value.as_slice())?;
+                }
+                Ok(changed)
+            })
+            .map_err(|err| match err {
+                TransactionError::Storage(err) => StoreError::from(err),
+                TransactionError::Abort(()) => {
+                    StoreError::from(sled::Error::ReportableBug("aborted transaction".into()))
+                }
+            })?;
+        if changed.is_some() {
+            *head = ChainHead::after(&chained);
+            self.sink.write(&chained);
+        }
+        Ok(changed)
     }
 
     /// Moves one record from key version `from` (if any) to `to` (if any) in
@@ -91,41 +163,70 @@ impl SledStore {
             *usage.entry(to).or_default() += 1;
         }
     }
+}
 
-    /// Swaps `current` for `new` if `current` is what is stored, keeping the
-    /// usage counts. Not yet durable.
-    fn swap(&self, current: &Record, new: &Record) -> Result<bool, StoreError> {
-        let key = record::key(&current.owner, &current.id);
-        let swapped = self.credentials.compare_and_swap(
-            key,
-            Some(record::encode(current)),
-            Some(record::encode(new)),
-        )?;
-        if swapped.is_ok() {
-            self.count_move(
-                Some(current.secret.key_version),
-                Some(new.secret.key_version),
-            );
-        }
-        Ok(swapped.is_ok())
+/// Inside a transaction: replaces `current` by `new` if it is stored
+/// unchanged. Returns whether it did.
+fn swap(
+    credentials: &TransactionalTree,
+    current: &Record,
+    new: &Record,
+) -> ConflictableTransactionResult<bool, ()> {
+    let key = record::key(&current.owner, &current.id);
+    let stored = credentials.get(&key)?;
+    if stored.as_deref() != Some(record::encode(current).as_slice()) {
+        return Ok(false);
     }
+    credentials.insert(key, record::encode(new))?;
+    Ok(true)
 }
 
 fn decode(key: &[u8], value: &[u8]) -> Result<Record, StoreError> {
     record::decode(key, value).map_err(StoreError::Corrupt)
 }
 
+fn corrupt_audit(err: audit::UnreadableEvent) -> StoreError {
+    StoreError::Corrupt(DecodeError::Invalid(InvalidField::new(
+        "audit",
+        err.to_string(),
+    )))
+}
+
+/// The head the chain starts from: the last pruned event, or nothing.
+fn anchor(audit_meta: &sled::Tree) -> Result<ChainHead, StoreError> {
+    let Some(value) = audit_meta.get(ANCHOR)? else {
+        return Ok(ChainHead::default());
+    };
+    let bad = || {
+        corrupt_audit(audit::UnreadableEvent {
+            seq: 0,
+            reason: "bad anchor",
+        })
+    };
+    let seq = value.get(..8).ok_or_else(bad)?;
+    let digest = value.get(8..40).ok_or_else(bad)?;
+    Ok(ChainHead {
+        seq: u64::from_be_bytes(seq.try_into().map_err(|_| bad())?),
+        digest: digest.try_into().map_err(|_| bad())?,
+    })
+}
+
 impl CredentialStore for SledStore {
-    async fn insert(&self, new: &Record) -> Result<bool, StoreError> {
+    async fn insert(&self, new: &Record, audit: &AuditEvent) -> Result<bool, StoreError> {
         let key = record::key(&new.owner, &new.id);
-        let swapped =
-            self.credentials
-                .compare_and_swap(key, None::<&[u8]>, Some(record::encode(new)))?;
-        if swapped.is_ok() {
+        let value = record::encode(new);
+        let inserted = self.commit(audit, |credentials| {
+            if credentials.get(&key)?.is_some() {
+                return Ok(None);
+            }
+            credentials.insert(key.as_slice(), value.as_slice())?;
+            Ok(Some(()))
+        })?;
+        if inserted.is_some() {
             self.count_move(None, Some(new.secret.key_version));
         }
         self.durable().await?;
-        Ok(swapped.is_ok())
+        Ok(inserted.is_some())
     }
 
     fn get(&self, owner: &UserId, id: &CredentialId) -> Result<Option<Record>, StoreError> {
@@ -161,45 +262,69 @@ impl CredentialStore for SledStore {
         Ok(records)
     }
 
-    async fn replace(&self, current: &Record, new: &Record) -> Result<Replaced, StoreError> {
+    async fn replace(
+        &self,
+        current: &Record,
+        new: &Record,
+        audit: &AuditEvent,
+    ) -> Result<Replaced, StoreError> {
         debug_assert_eq!((&current.owner, current.id), (&new.owner, new.id));
-        let swapped = self.swap(current, new)?;
+        let swapped = self.commit(audit, |credentials| {
+            Ok(swap(credentials, current, new)?.then_some(()))
+        })?;
+        if swapped.is_some() {
+            self.count_move(
+                Some(current.secret.key_version),
+                Some(new.secret.key_version),
+            );
+        }
         self.durable().await?;
-        Ok(if swapped {
+        Ok(if swapped.is_some() {
             Replaced::Done
         } else {
             Replaced::Conflict
         })
     }
 
-    async fn remove(&self, owner: &UserId, id: &CredentialId) -> Result<bool, StoreError> {
-        let removed = self.credentials.remove(record::key(owner, id))?;
+    async fn remove(
+        &self,
+        owner: &UserId,
+        id: &CredentialId,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let key = record::key(owner, id);
+        let removed = self.commit(audit, |credentials| {
+            Ok(credentials.remove(key.as_slice())?.map(|old| old.to_vec()))
+        })?;
         if let Some(removed) = &removed {
             self.count_move(record::key_version(removed).ok(), None);
         }
-        // Durable even when there was nothing to remove: the record may have
-        // been removed by a call whose flush is still running, and "gone"
-        // must not be answered before it is gone for good.
         self.durable().await?;
         Ok(removed.is_some())
     }
 
-    async fn erase(&self, owner: &UserId) -> Result<usize, StoreError> {
-        let mut batch = sled::Batch::default();
-        let mut versions = Vec::new();
-        for entry in self.credentials.scan_prefix(record::owner_prefix(owner)) {
-            let (key, value) = entry?;
-            batch.remove(key);
-            versions.push(record::key_version(&value).ok());
+    async fn erase(&self, owner: &UserId, audit: &AuditEvent) -> Result<usize, StoreError> {
+        let keys: Vec<sled::IVec> = self
+            .credentials
+            .scan_prefix(record::owner_prefix(owner))
+            .keys()
+            .collect::<Result<_, _>>()?;
+        let mut event = audit.clone();
+        event.detail = format!("deleted={}", keys.len());
+        let versions = self
+            .commit(&event, |credentials| {
+                let mut versions = Vec::with_capacity(keys.len());
+                for key in &keys {
+                    if let Some(old) = credentials.remove(key)? {
+                        versions.push(record::key_version(&old).ok());
+                    }
+                }
+                Ok(Some(versions))
+            })?
+            .unwrap_or_default();
+        for version in &versions {
+            self.count_move(*version, None);
         }
-        if !versions.is_empty() {
-            self.credentials.apply_batch(batch)?;
-            for version in &versions {
-                self.count_move(*version, None);
-            }
-        }
-        // As in `remove`: an erase that finds nothing may be looking at the
-        // result of another erase that is not yet on disk.
         self.durable().await?;
         Ok(versions.len())
     }
@@ -237,12 +362,27 @@ impl CredentialStore for SledStore {
         Ok((records, None))
     }
 
-    async fn replace_batch(&self, pairs: &[(Record, Record)]) -> Result<usize, StoreError> {
+    async fn replace_batch(
+        &self,
+        pairs: &[(Record, Record)],
+        audit: &AuditEvent,
+    ) -> Result<usize, StoreError> {
+        let swapped = self
+            .commit(audit, |credentials| {
+                let mut swapped = Vec::with_capacity(pairs.len());
+                for (current, new) in pairs {
+                    swapped.push(swap(credentials, current, new)?);
+                }
+                Ok(swapped.contains(&true).then_some(swapped))
+            })?
+            .unwrap_or_default();
         let mut replaced = 0;
-        for (current, new) in pairs {
-            if self.swap(current, new)? {
-                replaced += 1;
-            }
+        for ((current, new), _) in pairs.iter().zip(&swapped).filter(|(_, swapped)| **swapped) {
+            self.count_move(
+                Some(current.secret.key_version),
+                Some(new.secret.key_version),
+            );
+            replaced += 1;
         }
         self.durable().await?;
         Ok(replaced)
@@ -265,6 +405,78 @@ impl CredentialStore for SledStore {
             .insert(version.to_be_bytes(), token.as_str().as_bytes())?;
         self.durable().await
     }
+
+    fn append_audit(&self, event: &AuditEvent) -> Result<ChainedEvent, StoreError> {
+        let mut head = self.head.lock().unwrap_or_else(PoisonError::into_inner);
+        let (chained, value) = head.append(event);
+        self.audit.insert(audit::key(chained.seq), value)?;
+        *head = ChainHead::after(&chained);
+        self.sink.write(&chained);
+        Ok(chained)
+    }
+
+    fn audit_events(&self, after: u64, limit: usize) -> Result<Vec<ChainedEvent>, StoreError> {
+        self.audit
+            .range(audit::key(after.saturating_add(1))..)
+            .take(limit)
+            .map(|entry| {
+                let (key, value) = entry?;
+                audit::decode(&key, &value).map_err(corrupt_audit)
+            })
+            .collect()
+    }
+
+    fn verify_audit(&self) -> Result<Verification, StoreError> {
+        let anchor = anchor(&self.audit_meta)?;
+        let events = self
+            .audit
+            .iter()
+            .map(|entry| entry.map(|(key, value)| (key.to_vec(), value.to_vec())));
+        audit::verify(anchor, events).map_err(StoreError::from)
+    }
+
+    async fn prune_audit(&self, before_ms: u64) -> Result<u64, StoreError> {
+        let mut pruned = 0;
+        loop {
+            let mut batch = Vec::new();
+            for entry in self.audit.iter().take(1000) {
+                let (key, value) = entry?;
+                let event = audit::decode(&key, &value).map_err(corrupt_audit)?;
+                if event.event.time_ms >= before_ms {
+                    break;
+                }
+                batch.push(event);
+            }
+            let Some(last) = batch.last() else {
+                break;
+            };
+            let mut anchor = last.seq.to_be_bytes().to_vec();
+            anchor.extend_from_slice(&last.digest);
+            (&self.audit, &self.audit_meta)
+                .transaction(|(audit, meta)| {
+                    for event in &batch {
+                        audit.remove(&audit::key(event.seq))?;
+                    }
+                    meta.insert(ANCHOR, anchor.as_slice())?;
+                    Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+                })
+                .map_err(|err| match err {
+                    TransactionError::Storage(err) => StoreError::from(err),
+                    TransactionError::Abort(()) => {
+                        StoreError::from(sled::Error::ReportableBug("aborted prune".into()))
+                    }
+                })?;
+            pruned += batch.len() as u64;
+        }
+        if pruned > 0 {
+            self.durable().await?;
+        }
+        Ok(pruned)
+    }
+
+    fn audit_head(&self) -> ChainHead {
+        *self.head.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 #[cfg(test)]
@@ -272,6 +484,28 @@ mod tests {
     use super::*;
     use crate::credential::{Fields, OdooConnection, SealedSecret, UnixMillis};
     use crate::crypto::fernet::Token;
+
+    /// Opens the store in `dir` again after the test dropped its last
+    /// handle. sled's own background threads let go of the folder's lock a
+    /// moment after the handles are gone, so a busy machine gets a few tries.
+    fn reopen(dir: &Path) -> SledStore {
+        for _ in 0..50 {
+            match SledStore::open(dir) {
+                Ok(store) => return store,
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
+        SledStore::open(dir).unwrap()
+    }
+
+    fn event() -> AuditEvent {
+        AuditEvent {
+            caller: "test".into(),
+            operation: "test".into(),
+            outcome: "Ok".into(),
+            ..AuditEvent::now()
+        }
+    }
 
     fn record(owner: &str) -> Record {
         Record {
@@ -290,10 +524,10 @@ mod tests {
     #[tokio::test]
     async fn records_are_scoped_to_their_owner() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = reopen(dir.path());
         let (mine, theirs) = (record("ab"), record("abc"));
-        assert!(store.insert(&mine).await.unwrap());
-        assert!(store.insert(&theirs).await.unwrap());
+        assert!(store.insert(&mine, &event()).await.unwrap());
+        assert!(store.insert(&theirs, &event()).await.unwrap());
 
         assert_eq!(
             store.get(&mine.owner, &mine.id).unwrap(),
@@ -304,32 +538,37 @@ mod tests {
             store.list(&mine.owner, None, 10).unwrap(),
             vec![mine.clone()]
         );
-        assert!(!store.remove(&mine.owner, &theirs.id).await.unwrap());
-        assert_eq!(store.erase(&mine.owner).await.unwrap(), 1);
+        assert!(
+            !store
+                .remove(&mine.owner, &theirs.id, &event())
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.erase(&mine.owner, &event()).await.unwrap(), 1);
         assert_eq!(store.get(&theirs.owner, &theirs.id).unwrap(), Some(theirs));
     }
 
     #[tokio::test]
     async fn inserting_an_existing_id_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = reopen(dir.path());
         let first = record("u");
         let mut second = first.clone();
         second.updated_at = UnixMillis(2);
-        assert!(store.insert(&first).await.unwrap());
-        assert!(!store.insert(&second).await.unwrap());
+        assert!(store.insert(&first, &event()).await.unwrap());
+        assert!(!store.insert(&second, &event()).await.unwrap());
         assert_eq!(store.get(&first.owner, &first.id).unwrap(), Some(first));
     }
 
     #[tokio::test]
     async fn pages_cover_every_record_once_in_id_order() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = reopen(dir.path());
         let mut ids = Vec::new();
         for _ in 0..25 {
             let r = record("pager");
             ids.push(r.id);
-            store.insert(&r).await.unwrap();
+            store.insert(&r, &event()).await.unwrap();
         }
         ids.sort();
         let owner = UserId::parse("u", "pager").unwrap();
@@ -350,20 +589,20 @@ mod tests {
     #[tokio::test]
     async fn replace_refuses_a_stale_current_record() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = reopen(dir.path());
         let original = record("u");
-        store.insert(&original).await.unwrap();
+        store.insert(&original, &event()).await.unwrap();
         let mut first = original.clone();
         first.updated_at = UnixMillis(5);
         let mut second = original.clone();
         second.updated_at = UnixMillis(6);
 
         assert_eq!(
-            store.replace(&original, &first).await.unwrap(),
+            store.replace(&original, &first, &event()).await.unwrap(),
             Replaced::Done
         );
         assert_eq!(
-            store.replace(&original, &second).await.unwrap(),
+            store.replace(&original, &second, &event()).await.unwrap(),
             Replaced::Conflict
         );
         assert_eq!(
@@ -378,12 +617,12 @@ mod tests {
         let kept = record("u");
         let gone = record("u");
         {
-            let store = SledStore::open(dir.path()).unwrap();
-            store.insert(&kept).await.unwrap();
-            store.insert(&gone).await.unwrap();
-            assert!(store.remove(&gone.owner, &gone.id).await.unwrap());
+            let store = reopen(dir.path());
+            store.insert(&kept, &event()).await.unwrap();
+            store.insert(&gone, &event()).await.unwrap();
+            assert!(store.remove(&gone.owner, &gone.id, &event()).await.unwrap());
         }
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = reopen(dir.path());
         assert_eq!(store.get(&kept.owner, &kept.id).unwrap(), Some(kept));
         assert_eq!(store.get(&gone.owner, &gone.id).unwrap(), None);
     }
@@ -398,34 +637,34 @@ mod tests {
     async fn key_usage_follows_every_write_and_is_recounted_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let expected = {
-            let store = SledStore::open(dir.path()).unwrap();
+            let store = reopen(dir.path());
             let (a, b, c) = (under(1, "u"), under(1, "u"), under(2, "v"));
             for r in [&a, &b, &c] {
-                store.insert(r).await.unwrap();
+                store.insert(r, &event()).await.unwrap();
             }
             assert_eq!(store.key_usage(), BTreeMap::from([(1, 2), (2, 1)]));
 
             let moved = under(2, "u");
             let moved = Record { id: a.id, ..moved };
-            store.replace(&a, &moved).await.unwrap();
+            store.replace(&a, &moved, &event()).await.unwrap();
             assert_eq!(store.key_usage(), BTreeMap::from([(1, 1), (2, 2)]));
-            store.remove(&c.owner, &c.id).await.unwrap();
-            store.erase(&b.owner).await.unwrap();
-            store.insert(&under(3, "w")).await.unwrap();
+            store.remove(&c.owner, &c.id, &event()).await.unwrap();
+            store.erase(&b.owner, &event()).await.unwrap();
+            store.insert(&under(3, "w"), &event()).await.unwrap();
             store.key_usage()
         };
         assert_eq!(expected, BTreeMap::from([(3, 1)]));
-        assert_eq!(SledStore::open(dir.path()).unwrap().key_usage(), expected);
+        assert_eq!(reopen(dir.path()).key_usage(), expected);
     }
 
     #[tokio::test]
     async fn rotation_scans_find_every_record_under_other_keys_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = reopen(dir.path());
         let mut old = Vec::new();
         for n in 0..10 {
             let r = under(if n % 2 == 0 { 1 } else { 2 }, &format!("u{n}"));
-            store.insert(&r).await.unwrap();
+            store.insert(&r, &event()).await.unwrap();
             if r.secret.key_version == 1 {
                 old.push(r.id);
             }
@@ -446,9 +685,84 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_change_has_exactly_one_event_and_refused_changes_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = reopen(dir.path());
+        let (a, b) = (record("u"), record("u"));
+        assert!(store.insert(&a, &event()).await.unwrap());
+        assert!(!store.insert(&a, &event()).await.unwrap(), "an existing id");
+        assert!(store.insert(&b, &event()).await.unwrap());
+        let mut changed = a.clone();
+        changed.updated_at = UnixMillis(9);
+        assert_eq!(
+            store.replace(&a, &changed, &event()).await.unwrap(),
+            Replaced::Done
+        );
+        assert_eq!(
+            store.replace(&a, &changed, &event()).await.unwrap(),
+            Replaced::Conflict
+        );
+        assert!(store.remove(&b.owner, &b.id, &event()).await.unwrap());
+        assert!(
+            !store.remove(&b.owner, &b.id, &event()).await.unwrap(),
+            "already gone"
+        );
+        store.erase(&a.owner, &event()).await.unwrap();
+        store.append_audit(&event()).unwrap();
+
+        // insert a, insert b, replace, remove b, erase, and the appended one.
+        assert_eq!(store.audit_head().seq, 6);
+        let report = store.verify_audit().unwrap();
+        assert_eq!((report.checked, report.broken), (6, None));
+        let erased = &store.audit_events(4, 1).unwrap()[0];
+        assert_eq!(erased.event.detail, "deleted=1");
+    }
+
+    #[tokio::test]
+    async fn the_chain_continues_across_reopening_and_after_pruning() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = reopen(dir.path());
+            for n in 0..5 {
+                store
+                    .append_audit(&AuditEvent {
+                        time_ms: n,
+                        ..event()
+                    })
+                    .unwrap();
+            }
+        }
+        let store = reopen(dir.path());
+        assert_eq!(store.audit_head().seq, 5);
+        store
+            .append_audit(&AuditEvent {
+                time_ms: 10,
+                ..event()
+            })
+            .unwrap();
+
+        assert_eq!(store.prune_audit(3).await.unwrap(), 3);
+        let kept: Vec<u64> = store
+            .audit_events(0, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(kept, [4, 5, 6]);
+        let report = store.verify_audit().unwrap();
+        assert_eq!((report.checked, report.broken), (3, None));
+        drop(store);
+
+        let store = reopen(dir.path());
+        store.append_audit(&event()).unwrap();
+        assert_eq!(store.verify_audit().unwrap().broken, None);
+        assert_eq!(store.audit_head().seq, 7);
+    }
+
+    #[tokio::test]
     async fn canaries_are_kept_per_key_version() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
+        let store = reopen(dir.path());
         assert_eq!(store.canary(1).unwrap(), None);
         store
             .put_canary(1, &Token::from_string("canary-one".into()))

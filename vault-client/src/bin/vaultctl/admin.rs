@@ -15,6 +15,148 @@ const IMPORT_BATCH: usize = 500;
 
 /// Exit status of an import that finished but rejected rows.
 pub const EXIT_ROWS_REJECTED: u8 = 3;
+/// Exit status of `audit verify` when the chain is broken.
+pub const EXIT_AUDIT_BROKEN: u8 = 4;
+
+/// `vaultctl audit …`
+#[derive(Debug, clap::Subcommand)]
+pub enum AuditCommand {
+    /// Check the whole chain; exit status 4 and the first broken event if it
+    /// was tampered with.
+    Verify,
+    /// List events, oldest first, filtered.
+    List {
+        /// Only events at or after this time (RFC 3339, e.g. 2026-12-01T00:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only events before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+        /// Only events about this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Only events about this credential.
+        #[arg(long = "id")]
+        credential: Option<String>,
+        /// Only events of this caller identity.
+        #[arg(long)]
+        caller: Option<String>,
+        /// Only events of this operation (store, decrypt, …).
+        #[arg(long)]
+        operation: Option<String>,
+        /// At most this many events.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs an audit command. Returns false when `verify` found the chain broken.
+pub async fn audit(vault: &VaultClient, command: AuditCommand) -> anyhow::Result<bool> {
+    match command {
+        AuditCommand::Verify => {
+            let report = vault.verify_audit().await?;
+            if report.intact {
+                println!(
+                    "audit trail intact: {} event(s) checked, head #{} {}",
+                    report.checked, report.head_seq, report.head_digest
+                );
+            } else {
+                println!(
+                    "audit trail BROKEN at event {}: {}",
+                    report.broken_seq, report.broken_reason
+                );
+            }
+            Ok(report.intact)
+        }
+        AuditCommand::List {
+            since,
+            until,
+            user,
+            credential,
+            caller,
+            operation,
+            limit,
+            json,
+        } => {
+            let time = |text: Option<String>| -> anyhow::Result<Option<prost_types::Timestamp>> {
+                text.map(|text| {
+                    let at = humantime::parse_rfc3339_weak(&text)
+                        .with_context(|| format!("{text:?} is not an RFC 3339 time"))?;
+                    Ok(prost_types::Timestamp::from(at))
+                })
+                .transpose()
+            };
+            let mut filter = vault_client::ListAuditEventsRequest {
+                since: time(since)?,
+                until: time(until)?,
+                user_id: user.unwrap_or_default(),
+                credential_id: credential.unwrap_or_default(),
+                caller: caller.unwrap_or_default(),
+                operation: operation.unwrap_or_default(),
+                ..Default::default()
+            };
+            let mut out = io::stdout().lock();
+            if !json {
+                writeln!(
+                    out,
+                    "{:>6}  {:<24}  {:<28}  {:<12}  {:<16}  {:<12}  {:<32}  OUTCOME",
+                    "SEQ", "TIME", "CALLER", "OPERATION", "PURPOSE", "USER", "CREDENTIAL"
+                )?;
+            }
+            let mut shown = 0;
+            while shown < limit {
+                let (events, next) = vault.list_audit(filter.clone()).await?;
+                for event in events.iter().take(limit - shown) {
+                    print_event(&mut out, event, json)?;
+                    shown += 1;
+                }
+                if next == 0 {
+                    break;
+                }
+                filter.after_seq = next;
+            }
+            out.flush()?;
+            Ok(true)
+        }
+    }
+}
+
+fn print_event(
+    out: &mut impl io::Write,
+    event: &vault_client::AuditEvent,
+    json: bool,
+) -> io::Result<()> {
+    let time = event
+        .time
+        .and_then(|at| std::time::SystemTime::try_from(at).ok())
+        .map(|at| humantime::format_rfc3339_millis(at).to_string())
+        .unwrap_or_default();
+    if json {
+        let line = serde_json::json!({
+            "seq": event.seq, "time": time, "caller": event.caller,
+            "operation": event.operation, "purpose": event.purpose, "user_id": event.user_id,
+            "credential_id": event.credential_id, "outcome": event.outcome,
+            "request_id": event.request_id, "detail": event.detail, "digest": event.digest,
+        });
+        writeln!(out, "{line}")
+    } else {
+        writeln!(
+            out,
+            "{:>6}  {:<24}  {:<28}  {:<12}  {:<16}  {:<12}  {:<32}  {}",
+            event.seq,
+            time,
+            event.caller,
+            event.operation,
+            event.purpose,
+            event.user_id,
+            event.credential_id,
+            event.outcome
+        )
+    }
+}
 
 /// Prints the key versions and legacy keys.
 pub fn print_keys(keys: &ListKeysResponse) -> io::Result<()> {

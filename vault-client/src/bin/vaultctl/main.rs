@@ -175,6 +175,9 @@ enum Command {
         /// The exported file.
         file: PathBuf,
     },
+    /// Read or verify the audit trail. Role ops.
+    #[command(subcommand)]
+    Audit(admin::AuditCommand),
 }
 
 #[derive(Debug, Args)]
@@ -229,6 +232,7 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(Done::Completely) => ExitCode::SUCCESS,
         Ok(Done::WithRejections) => ExitCode::from(admin::EXIT_ROWS_REJECTED),
+        Ok(Done::AuditBroken) => ExitCode::from(admin::EXIT_AUDIT_BROKEN),
         Err(err) => {
             eprintln!("vaultctl: {err:#}");
             ExitCode::FAILURE
@@ -240,6 +244,7 @@ async fn main() -> ExitCode {
 enum Done {
     Completely,
     WithRejections,
+    AuditBroken,
 }
 
 async fn run(cli: Cli) -> anyhow::Result<Done> {
@@ -329,6 +334,11 @@ async fn run(cli: Cli) -> anyhow::Result<Done> {
         Command::Import { file } => {
             if !admin::import(&vault, &file).await? {
                 return Ok(Done::WithRejections);
+            }
+        }
+        Command::Audit(command) => {
+            if !admin::audit(&vault, command).await? {
+                return Ok(Done::AuditBroken);
             }
         }
     }
