@@ -342,6 +342,37 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
             .any(|window| window == needle)
 }
 
+/// The first of `passwords` (all made by [`unique_password`]) that occurs in
+/// `haystack`, in one pass over it: every candidate starts with `pw-`.
+pub fn find_password<'a>(haystack: &[u8], passwords: &'a [String]) -> Option<&'a str> {
+    let wanted: std::collections::HashSet<&[u8]> = passwords
+        .iter()
+        .map(|password| password.as_bytes())
+        .collect();
+    let is_password_byte = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-';
+    let mut at = 0;
+    while let Some(offset) = haystack[at..]
+        .windows(3)
+        .position(|window| window == b"pw-")
+    {
+        let start = at + offset;
+        let len = haystack[start..]
+            .iter()
+            .take_while(|b| is_password_byte(b))
+            .count();
+        // A password may be followed by more password-like bytes; try every
+        // length that could be one.
+        for end in (start + 3..=start + len).rev() {
+            if let Some(found) = wanted.get(&haystack[start..end]) {
+                let index = passwords.iter().position(|p| p.as_bytes() == *found)?;
+                return Some(&passwords[index]);
+            }
+        }
+        at = start + 3;
+    }
+    None
+}
+
 /// An Odoo connection with plausible fields.
 pub fn odoo(n: usize) -> vault_client::OdooConnection {
     vault_client::OdooConnection {
