@@ -86,7 +86,7 @@ async fn mixed_calls(
                 let result = ops.decrypt(&user, &ids[0], Purpose::Sync).await;
                 count("ops", "decrypt", outcome(&result));
             }
-            7 | 8 | 9 if !ids.is_empty() => {
+            7..=9 if !ids.is_empty() => {
                 let result = sync
                     .decrypt(&user, &ids[ids.len() - 1], Purpose::Sync)
                     .await;
