@@ -28,8 +28,8 @@ use crate::transport::{self, TlsFiles};
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Opens the store, loads the keyring and policy, serves until `shutdown`
-/// completes, then flushes the store. SIGHUP re-reads the policy and the TLS
-/// files.
+/// completes, then flushes the store. SIGHUP re-reads the policy, the
+/// keyring and the TLS files.
 ///
 /// Lifecycle lines meant for people and scripts (what `--dev` created, where
 /// the data is, the address actually bound) go to standard output; logs go
@@ -50,6 +50,13 @@ pub async fn run(
     // is created on disk.
     let keyring = Keyring::load(&settings.keyring).context("cannot load the keyring")?;
     let policy = Reloadable::new(Policy::load(&settings.policy).context("cannot load the policy")?);
+    let tls = match &settings.transport {
+        Transport::Tls(files) => {
+            let config = files.load().context("cannot set up TLS")?;
+            Some((files.clone(), Reloadable::new(config)))
+        }
+        Transport::Plaintext => None,
+    };
     crate::files::create_private_dir(&settings.data_dir)?;
     let sink = Sink::open(&settings.audit_sink).context("cannot open the audit log")?;
     let store = SledStore::open_with_sink(&settings.database_dir(), sink).with_context(|| {
@@ -80,26 +87,21 @@ pub async fn run(
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let bound = listener.local_addr()?;
     let service = VaultService::new(store.clone(), Arc::clone(&keys), policy.clone());
-    let reloads = Reloads {
+    let serving_tls = tls.as_ref().map(|(_, config)| config.clone());
+    on_hangup(Reloads {
         policy_path: settings.policy.clone(),
         policy,
-        tls: None,
+        tls,
         keys,
         store: store.clone(),
-    };
+    })?;
 
-    match &settings.transport {
-        Transport::Tls(files) => {
-            let tls = Reloadable::new(files.load().context("cannot set up TLS")?);
-            on_hangup(Reloads {
-                tls: Some((files.clone(), tls.clone())),
-                ..reloads
-            })?;
+    match serving_tls {
+        Some(config) => {
             announce_ready(&settings, bound, "mutual TLS")?;
-            serve(service, transport::serve_tls(listener, tls), shutdown).await?;
+            serve(service, transport::serve_tls(listener, config), shutdown).await?;
         }
-        Transport::Plaintext => {
-            on_hangup(reloads)?;
+        None => {
             announce_ready(&settings, bound, "PLAINTEXT (loopback only)")?;
             serve(service, TcpListenerStream::new(listener), shutdown).await?;
         }

@@ -162,30 +162,29 @@ impl<S: CredentialStore + Clone> VaultService<S> {
         let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let _entered = call.span.enter();
 
-        let status = result.as_ref().err().map(ServiceError::to_status);
-        let outcome = status
-            .as_ref()
-            .map_or_else(|| "Ok".to_owned(), |status| format!("{:?}", status.code()));
+        let outcome = match &result {
+            Ok(_) => "Ok".to_owned(),
+            Err(err) => format!("{:?}", err.to_status().code()),
+        };
         if !call.is_recorded()
             && let Err(err) = self.store.append_audit(&call.finished(&outcome))
         {
             tracing::error!(error = %err, "cannot write the audit event of a call");
         }
 
-        match (result, status) {
-            (Ok(reply), _) => {
+        match result {
+            Ok(reply) => {
                 tracing::info!(outcome, latency_us, "call finished");
                 Ok(Response::new(reply))
             }
-            (Err(err), Some(status)) => {
+            Err(err) => {
                 if err.needs_operator() {
                     tracing::error!(outcome, latency_us, error = %err, "call failed");
                 } else {
                     tracing::info!(outcome, latency_us, error = %err, "call refused");
                 }
-                Err(status)
+                Err(err.to_status())
             }
-            (Err(err), None) => Err(err.to_status()),
         }
     }
 }
