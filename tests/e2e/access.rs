@@ -350,6 +350,17 @@ async fn a_policy_change_holds_after_sighup_and_established_connections_keep_wor
         sync_may_decrypt(&sync, &id).await
     })
     .await;
+
+    // Each reload, accepted or refused, is in the audit trail.
+    let ops = server.client_as("ops").await;
+    let filter = vault_client::ListAuditEventsRequest {
+        operation: "reload.policy".into(),
+        ..Default::default()
+    };
+    let (reloads, _) = ops.list_audit(filter).await.unwrap();
+    let outcomes: Vec<&str> = reloads.iter().map(|event| event.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["Ok", "FailedPrecondition", "Ok"]);
+    assert!(reloads.iter().all(|event| event.caller == "signal:SIGHUP"));
 }
 
 #[tokio::test]

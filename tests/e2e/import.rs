@@ -164,12 +164,27 @@ for n in (1, 2):
     assert!(!denied.status.success());
     assert!(String::from_utf8_lossy(&denied.stderr).contains("not allowed to import"));
 
-    let (status, lines) = run_import(&server, &file);
-    assert_eq!(status, 0, "{lines:?}");
-    assert_eq!(
-        lines,
-        ["imported 2, skipped 0 (already present), rejected 0"]
-    );
+    // Four imports of the same file at once still store each row once.
+    let runs: Vec<(i32, Vec<String>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| run_import(&server, &file)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().unwrap())
+            .collect()
+    });
+    let mut imported = 0;
+    for (status, lines) in &runs {
+        assert_eq!(*status, 0, "{lines:?}");
+        let count = lines[0]
+            .trim_start_matches("imported ")
+            .split(',')
+            .next()
+            .unwrap();
+        imported += count.parse::<u32>().unwrap();
+    }
+    assert_eq!(imported, 2, "{runs:?}");
     let sync = server.sync_client().await;
     let listed = sync.list("dave").await.unwrap();
     assert_eq!(listed.len(), 2);

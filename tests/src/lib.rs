@@ -221,6 +221,14 @@ impl Drop for TestVault {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // For a post-mortem: VAULT_E2E_KEEP=1 leaves the data and the log.
+        if env::var_os("VAULT_E2E_KEEP").is_some() {
+            eprintln!(
+                "kept the test server's folder {}",
+                self.dir.path().display()
+            );
+            self.dir.disable_cleanup(true);
+        }
     }
 }
 

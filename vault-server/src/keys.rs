@@ -53,9 +53,10 @@ pub enum KeyCheckError {
 pub struct KeyManager {
     path: PathBuf,
     current: Reloadable<Keyring>,
-    /// Held shared by every write that seals with the current keyring, and
-    /// exclusively while a new keyring is checked and swapped in, so no
-    /// record can be sealed under a key the check did not count.
+    /// Held shared by every call that seals or opens with the current
+    /// keyring, and exclusively while a new keyring is checked and swapped
+    /// in: no record is sealed under a key the check did not count, and no
+    /// key is retired between reading a record and opening it.
     writes: RwLock<()>,
 }
 
@@ -80,8 +81,9 @@ impl KeyManager {
         self.current.current()
     }
 
-    /// Permission to seal with the current keyring: hold it until the
-    /// sealed record is stored.
+    /// Permission to use the current keyring: hold it from reading or
+    /// sealing a record until it is opened or stored. A reload waits for
+    /// every permit to be dropped.
     pub async fn write_permit(&self) -> RwLockReadGuard<'_, ()> {
         self.writes.read().await
     }

@@ -13,6 +13,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::server::Connected;
 
 use crate::access::Policy;
+use crate::audit::AuditEvent;
 use crate::audit::sink::Sink;
 use crate::config::{Settings, Transport};
 use crate::credential::UnixMillis;
@@ -175,33 +176,71 @@ struct Reloads {
 
 impl Reloads {
     async fn reload(&self) {
-        match Policy::load(&self.policy_path) {
+        let (outcome, detail) = match Policy::load(&self.policy_path) {
             Ok(loaded) => {
+                let summary = loaded.summary();
                 self.policy.replace(loaded);
-                tracing::info!(path = %self.policy_path.display(), "policy reloaded");
+                tracing::info!(path = %self.policy_path.display(), summary, "policy reloaded");
+                ("Ok", summary)
             }
             Err(err) => {
-                tracing::error!(error = %err, "policy reload refused; keeping the previous policy")
+                tracing::error!(error = %err, "policy reload refused; keeping the previous policy");
+                ("FailedPrecondition", err.to_string())
             }
-        }
-        match self.keys.reload(&self.store).await {
-            Ok(()) => tracing::info!("keyring reloaded"),
-            Err(err) => tracing::error!(
-                error = %err,
-                "keyring reload refused; keeping the previous keyring"
-            ),
-        }
+        };
+        self.audit("reload.policy", outcome, detail).await;
+
+        let (outcome, detail) = match self.keys.reload(&self.store).await {
+            Ok(()) => {
+                let keyring = self.keys.current();
+                let primary = keyring.primary();
+                tracing::info!("keyring reloaded");
+                (
+                    "Ok",
+                    format!(
+                        "primary={} fingerprint={}",
+                        primary.version(),
+                        primary.fingerprint()
+                    ),
+                )
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "keyring reload refused; keeping the previous keyring");
+                ("FailedPrecondition", err.to_string())
+            }
+        };
+        self.audit("keys.reload", outcome, detail).await;
+
         if let Some((files, config)) = &self.tls {
-            match files.load() {
+            let (outcome, detail) = match files.load() {
                 Ok(loaded) => {
                     config.replace(loaded);
                     tracing::info!("TLS certificates reloaded");
+                    ("Ok", String::new())
                 }
-                Err(err) => tracing::error!(
-                    error = %err,
-                    "TLS reload refused; keeping the previous certificates"
-                ),
-            }
+                Err(err) => {
+                    tracing::error!(
+                        error = %err,
+                        "TLS reload refused; keeping the previous certificates"
+                    );
+                    ("FailedPrecondition", err.to_string())
+                }
+            };
+            self.audit("reload.tls", outcome, detail).await;
+        }
+    }
+
+    /// Records one part of a SIGHUP reload in the audit trail.
+    async fn audit(&self, operation: &str, outcome: &str, detail: String) {
+        let event = AuditEvent {
+            caller: "signal:SIGHUP".into(),
+            operation: operation.into(),
+            outcome: outcome.into(),
+            detail,
+            ..AuditEvent::now()
+        };
+        if let Err(err) = self.store.append_audit(&event).await {
+            tracing::error!(error = %err, "cannot write the audit event of a reload");
         }
     }
 }

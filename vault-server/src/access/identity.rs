@@ -1,10 +1,14 @@
 //! A caller's identity, taken from its verified client certificate.
 //!
-//! The identity is the certificate's first URI subject alternative name
-//! (for example `spiffe://example.com/odoo-sync/api`); a certificate without
-//! one is named by its first DNS subject alternative name instead. The
-//! common name is never used. By the time a certificate reaches this code,
-//! rustls has verified it against the configured client CA bundle.
+//! The identity is the certificate's URI subject alternative name (for
+//! example `spiffe://example.com/odoo-sync/api`). A certificate must carry
+//! at most one URI, and it must be absolute (`scheme:…`): with two, which
+//! one names the caller would depend on their order. A certificate without a
+//! URI is named by its first DNS name, written `dns:NAME`, so a DNS name can
+//! never pose as a URI identity, and no certificate can claim the plaintext
+//! listener's identity. The common name is never used. By the time a
+//! certificate reaches this code, rustls has verified it against the
+//! configured client CA bundle.
 
 use std::fmt;
 
@@ -28,6 +32,12 @@ pub enum IdentityError {
     /// The certificate names no URI or DNS subject alternative name.
     #[error("client certificate has no URI or DNS subject alternative name")]
     NoName,
+    /// The certificate names more than one URI.
+    #[error("client certificate has more than one URI subject alternative name")]
+    SeveralUris,
+    /// The URI is not absolute.
+    #[error("client certificate's URI subject alternative name is not an absolute URI")]
+    RelativeUri,
 }
 
 impl Caller {
@@ -41,17 +51,30 @@ impl Caller {
             .map(|extension| extension.value.general_names.clone())
             .unwrap_or_default();
 
-        let uri = names.iter().find_map(|name| match name {
+        let mut uris = names.iter().filter_map(|name| match name {
             GeneralName::URI(uri) => Some(*uri),
             _ => None,
         });
-        let dns = names.iter().find_map(|name| match name {
-            GeneralName::DNSName(dns) => Some(*dns),
-            _ => None,
-        });
-        uri.or(dns)
-            .filter(|name| !name.is_empty())
-            .map(|name| Self(name.to_owned()))
+        if let Some(uri) = uris.next() {
+            if uris.next().is_some() {
+                return Err(IdentityError::SeveralUris);
+            }
+            let scheme = uri.split_once(':').map_or("", |(scheme, _)| scheme);
+            let absolute = !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+            if !absolute {
+                return Err(IdentityError::RelativeUri);
+            }
+            return Ok(Self(uri.to_owned()));
+        }
+        names
+            .iter()
+            .find_map(|name| match name {
+                GeneralName::DNSName(dns) if !dns.is_empty() => Some(Self(format!("dns:{dns}"))),
+                _ => None,
+            })
             .ok_or(IdentityError::NoName)
     }
 
@@ -104,13 +127,38 @@ mod tests {
     }
 
     #[test]
-    fn a_dns_name_is_used_when_there_is_no_uri() {
+    fn a_dns_name_is_used_when_there_is_no_uri_and_marked_as_one() {
         let der = certificate(vec![SanType::DnsName(
             "api.example.com".try_into().unwrap(),
         )]);
         assert_eq!(
             Caller::from_certificate(&der).unwrap().as_str(),
-            "api.example.com"
+            "dns:api.example.com"
+        );
+        // A DNS name spelled like a URI identity is still only a DNS name.
+        let der = certificate(vec![SanType::DnsName(
+            "spiffe://vault-dev/ops".try_into().unwrap(),
+        )]);
+        assert_eq!(
+            Caller::from_certificate(&der).unwrap().as_str(),
+            "dns:spiffe://vault-dev/ops"
+        );
+    }
+
+    #[test]
+    fn several_or_relative_uris_are_refused() {
+        let der = certificate(vec![
+            SanType::URI("spiffe://vault-dev/sync".try_into().unwrap()),
+            SanType::URI("spiffe://vault-dev/ops".try_into().unwrap()),
+        ]);
+        assert_eq!(
+            Caller::from_certificate(&der),
+            Err(IdentityError::SeveralUris)
+        );
+        let der = certificate(vec![SanType::URI(PLAINTEXT_CALLER.try_into().unwrap())]);
+        assert_eq!(
+            Caller::from_certificate(&der),
+            Err(IdentityError::RelativeUri)
         );
     }
 

@@ -168,6 +168,10 @@ pub enum PolicyError {
     /// The file is not valid TOML of the expected shape.
     #[error("policy is not valid: {0}")]
     Syntax(String),
+    /// The file defines no role or no caller: most likely an empty or cut
+    /// off file, which would lock every caller out.
+    #[error("policy is not valid: it defines no {0}; refusing an empty or truncated policy")]
+    Empty(&'static str),
     /// The file is well-formed but says something the vault will not do.
     #[error("policy is not valid: {0}")]
     Invalid(String),
@@ -219,6 +223,12 @@ impl Policy {
         let file: PolicyFile =
             toml::from_str(text).map_err(|err| PolicyError::Syntax(err.to_string()))?;
 
+        if file.roles.is_empty() {
+            return Err(PolicyError::Empty("role"));
+        }
+        if file.callers.is_empty() {
+            return Err(PolicyError::Empty("caller"));
+        }
         let mut roles = BTreeMap::new();
         for (name, role) in file.roles {
             roles.insert(name.clone(), check_role(&name, role)?);
@@ -269,6 +279,11 @@ impl Policy {
             }),
             _ => Ok(()),
         }
+    }
+
+    /// A one-line description for logs and the audit trail.
+    pub fn summary(&self) -> String {
+        format!("roles={} callers={}", self.roles.len(), self.callers.len())
     }
 
     /// The role an identity has, if any.
@@ -417,6 +432,8 @@ mod tests {
             [roles.ops]
             operations = ["audit", "decrypt"]
             decrypt_purposes = ["sync"]
+            [callers]
+            x = "ops"
         "#;
         let message = Policy::parse(text).unwrap_err().to_string();
         assert!(message.contains("may never decrypt"), "{message}");
@@ -424,26 +441,41 @@ mod tests {
 
     #[test]
     fn inconsistent_policies_are_refused() {
+        let with_caller = |role: &str| format!("{role}\n[callers]\nx = \"a\"");
         let cases = [
-            ("[roles.a]\noperations = [\"fly\"]", "unknown operation"),
             (
-                "[roles.a]\noperations = [\"decrypt\"]",
+                with_caller("[roles.a]\noperations = [\"fly\"]"),
+                "unknown operation",
+            ),
+            (
+                with_caller("[roles.a]\noperations = [\"decrypt\"]"),
                 "no decrypt_purposes",
             ),
             (
-                "[roles.a]\noperations = [\"get\"]\ndecrypt_purposes = [\"sync\"]",
+                with_caller("[roles.a]\noperations = [\"get\"]\ndecrypt_purposes = [\"sync\"]"),
                 "does not allow",
             ),
             (
-                "[roles.a]\noperations = [\"decrypt\"]\ndecrypt_purposes = [\"fun\"]",
+                with_caller("[roles.a]\noperations = [\"decrypt\"]\ndecrypt_purposes = [\"fun\"]"),
                 "unknown decrypt purpose",
             ),
-            ("[callers]\n\"x\" = \"nobody\"", "not defined"),
-            ("[roles.a]\noperations = []\nextra = 1", "unknown field"),
-            ("not toml at all [", "not valid"),
+            (
+                "[roles.a]\noperations = [\"get\"]\n[callers]\nx = \"nobody\"".into(),
+                "not defined",
+            ),
+            (String::new(), "defines no role"),
+            (
+                "[roles.a]\noperations = [\"get\"]".into(),
+                "defines no caller",
+            ),
+            (
+                "[roles.a]\noperations = []\nextra = 1".into(),
+                "unknown field",
+            ),
+            ("not toml at all [".into(), "not valid"),
         ];
         for (text, expected) in cases {
-            let message = Policy::parse(text).unwrap_err().to_string();
+            let message = Policy::parse(&text).unwrap_err().to_string();
             assert!(message.contains(expected), "{text:?} gave {message:?}");
         }
     }

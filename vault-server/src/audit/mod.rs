@@ -199,6 +199,8 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<ChainedEvent, UnreadableEvent>
 /// What [`verify`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verification {
+    /// The number of the last pruned event; 0 if none was pruned.
+    pub pruned_through: u64,
     /// Events checked, up to and including the first broken one.
     pub checked: u64,
     /// The head of the intact chain.
@@ -207,19 +209,32 @@ pub struct Verification {
     pub broken: Option<(u64, String)>,
 }
 
+/// The detail of the `audit.prune` event that records a prune through
+/// `anchor`.
+pub fn prune_detail(anchor: &ChainHead) -> String {
+    format!("through={} anchor={}", anchor.seq, hex(&anchor.digest))
+}
+
 /// Walks stored events (key, value) in key order from `anchor` (the head
-/// before the first kept event), checking numbering, links and digests.
+/// before the first kept event), checking numbering, links and digests. A
+/// chain that starts after an anchor must also hold the `audit.prune` event
+/// that recorded that prune; otherwise the missing events were removed by
+/// hand.
 pub fn verify<E: fmt::Display>(
     anchor: ChainHead,
     events: impl IntoIterator<Item = Result<(Vec<u8>, Vec<u8>), E>>,
 ) -> Result<Verification, E> {
     let mut head = anchor;
     let mut checked = 0;
+    let pruned_through = anchor.seq;
+    let expected_prune = prune_detail(&anchor);
+    let mut prune_recorded = anchor.seq == 0;
     for entry in events {
         let (key, value) = entry?;
         checked += 1;
         let expected = head.seq + 1;
         let broken = |reason: String| Verification {
+            pruned_through,
             checked,
             head,
             broken: Some((expected, reason)),
@@ -246,12 +261,24 @@ pub fn verify<E: fmt::Display>(
                 "event {expected} was altered: its content does not match its digest"
             )));
         }
+        prune_recorded |=
+            event.event.operation == "audit.prune" && event.event.detail == expected_prune;
         head = ChainHead::after(&event);
     }
+    let broken = (!prune_recorded).then(|| {
+        (
+            anchor.seq + 1,
+            format!(
+                "events 1 to {} are gone, but no audit.prune event records their pruning",
+                anchor.seq
+            ),
+        )
+    });
     Ok(Verification {
+        pruned_through,
         checked,
         head,
-        broken: None,
+        broken,
     })
 }
 

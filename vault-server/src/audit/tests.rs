@@ -77,12 +77,31 @@ fn removing_or_swapping_events_is_reported_where_it_happened() {
 }
 
 #[test]
-fn a_pruned_chain_verifies_from_its_anchor() {
-    let stored = chain(10);
-    let anchor_event = decode(&stored[3].0, &stored[3].1).unwrap();
-    let kept = &stored[4..];
-    let report = check(ChainHead::after(&anchor_event), kept);
-    assert_eq!((report.checked, report.broken), (6, None));
+fn a_pruned_chain_verifies_from_its_anchor_once_the_prune_is_recorded() {
+    let mut stored = chain(10);
+    let anchor = ChainHead::after(&decode(&stored[3].0, &stored[3].1).unwrap());
+
+    // Removing events 1 to 4 and writing an anchor is not enough...
+    let report = check(anchor, &stored[4..]);
+    let (seq, reason) = report.broken.unwrap();
+    assert_eq!(seq, 5);
+    assert!(reason.contains("no audit.prune event"), "{reason}");
+
+    // ...the chain must also hold the event that recorded the prune.
+    let last = decode(&stored[9].0, &stored[9].1).unwrap();
+    let prune = AuditEvent {
+        operation: "audit.prune".into(),
+        detail: prune_detail(&anchor),
+        ..event(11)
+    };
+    let (chained, value) = ChainHead::after(&last).append(&prune);
+    stored.push((key(chained.seq).to_vec(), value));
+    let report = check(anchor, &stored[4..]);
+    assert_eq!(
+        (report.checked, report.broken, report.pruned_through),
+        (7, None, 4)
+    );
+
     // Without the anchor, the first kept event does not link.
-    assert!(check(ChainHead::default(), kept).broken.is_some());
+    assert!(check(ChainHead::default(), &stored[4..]).broken.is_some());
 }

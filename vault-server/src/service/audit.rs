@@ -90,14 +90,22 @@ impl<S: CredentialStore + Clone> VaultService<S> {
             intact: report.broken.is_none(),
             broken_seq,
             broken_reason,
+            pruned_through: report.pruned_through,
         })
     }
 }
 
 fn millis(at: &Timestamp) -> Result<u64, InvalidField> {
-    let seconds = u64::try_from(at.seconds)
-        .map_err(|_| InvalidField::new("since, until", "must not be before 1970"))?;
-    let nanos = u64::try_from(at.nanos).unwrap_or(0);
+    let invalid = || InvalidField::new("since, until", "must be a time from 1970 to year 9999");
+    let seconds = u64::try_from(at.seconds).map_err(|_| invalid())?;
+    let nanos = u64::try_from(at.nanos)
+        .ok()
+        .filter(|nanos| *nanos < 1_000_000_000)
+        .ok_or_else(invalid)?;
+    // Year 9999 is far beyond any event, and keeps the sum from overflowing.
+    if seconds > 253_402_300_799 {
+        return Err(invalid());
+    }
     Ok(seconds * 1000 + nanos / 1_000_000)
 }
 
@@ -120,5 +128,19 @@ fn to_proto(chained: &ChainedEvent) -> v1::AuditEvent {
         detail: event.detail.clone(),
         digest: hex(&chained.digest),
         prev_digest: hex(&chained.prev),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_times_outside_the_calendar_are_refused_not_wrapped() {
+        let at = |seconds, nanos| millis(&Timestamp { seconds, nanos });
+        assert_eq!(at(1_700_000_000, 5_000_000), Ok(1_700_000_000_005));
+        for (seconds, nanos) in [(i64::MAX, 0), (-1, 0), (100, -5), (100, 1_000_000_000)] {
+            assert!(at(seconds, nanos).is_err(), "{seconds} {nanos}");
+        }
     }
 }

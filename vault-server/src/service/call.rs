@@ -143,6 +143,37 @@ impl Call {
     }
 }
 
+/// Writes the audit event of a call whose caller went away (a cancelled
+/// request or an expired deadline) before the call finished: tonic then
+/// drops the call's future, and without this the call would leave no trace.
+struct OnCancel<'a, S: CredentialStore> {
+    call: &'a Call,
+    store: Option<S>,
+}
+
+impl<S: CredentialStore> OnCancel<'_, S> {
+    fn disarm(mut self) {
+        self.store = None;
+    }
+}
+
+impl<S: CredentialStore> Drop for OnCancel<'_, S> {
+    fn drop(&mut self) {
+        let Some(store) = self.store.take() else {
+            return;
+        };
+        if self.call.is_recorded() {
+            return;
+        }
+        let event = self.call.finished("Cancelled");
+        tokio::spawn(async move {
+            if let Err(err) = store.append_audit(&event).await {
+                tracing::error!(error = %err, "cannot write the audit event of a cancelled call");
+            }
+        });
+    }
+}
+
 fn random_request_id() -> String {
     let mut bytes = [0u8; 8];
     rand::fill(&mut bytes);
@@ -158,18 +189,37 @@ impl<S: CredentialStore + Clone> VaultService<S> {
         work: impl Future<Output = Result<T, ServiceError>>,
     ) -> Result<Response<T>, Status> {
         let started = Instant::now();
+        let cancelled = OnCancel {
+            call,
+            store: Some(self.store.clone()),
+        };
         let result = work.instrument(call.span.clone()).await;
-        let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let _entered = call.span.enter();
+        // From here on the event is written below, and the first poll of
+        // the append writes it, so a cancellation cannot lose it any more.
+        cancelled.disarm();
 
         let outcome = match &result {
             Ok(_) => "Ok".to_owned(),
             Err(err) => format!("{:?}", err.to_status().code()),
         };
-        if !call.is_recorded()
-            && let Err(err) = self.store.append_audit(&call.finished(&outcome))
-        {
+        // No reply leaves before its audit event is on disk: a caller can
+        // never hold a secret whose decryption a crash erased from the trail.
+        let audit_failed = if call.is_recorded() {
+            None
+        } else {
+            let event = call.finished(&outcome);
+            let append = self.store.append_audit(&event);
+            append.instrument(call.span.clone()).await.err()
+        };
+        let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+
+        // The span is entered only now, with no await left before it ends.
+        let _entered = call.span.enter();
+        if let Some(err) = audit_failed {
             tracing::error!(error = %err, "cannot write the audit event of a call");
+            if result.is_ok() {
+                return Err(ServiceError::Store(err).to_status());
+            }
         }
 
         match result {

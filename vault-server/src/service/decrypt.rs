@@ -28,6 +28,9 @@ impl<S: CredentialStore + Clone> VaultService<S> {
             .current()
             .authorize(caller, Operation::Decrypt, Some(purpose))?;
 
+        // Read and open under the same keyring: a reload cannot retire the
+        // key of a record between the two.
+        let _permit = self.keys.write_permit().await;
         let record = self.store.get(&owner, &id)?.ok_or(ServiceError::NotFound)?;
         let binding = RecordBinding {
             owner: &owner,

@@ -54,6 +54,7 @@ impl<S: CredentialStore + Clone> VaultService<S> {
             ));
         }
 
+        let _one_at_a_time = self.import.lock().await;
         let mut report = v1::ImportCredentialsResponse::default();
         for row in request.rows {
             let line = row.line;

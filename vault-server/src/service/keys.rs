@@ -159,6 +159,14 @@ impl<S: CredentialStore + Clone> Rotation<S> {
             // the keyring cannot change under a batch.
             let _permit = self.keys.write_permit().await;
             let keyring = self.keys.current();
+            let primary = keyring.primary().version();
+            if primary != target {
+                return Err(ServiceError::FailedPrecondition(format!(
+                    "the primary key changed from version {target} to {primary} during the \
+                     rotation ({} of {} re-sealed); run the rotation again",
+                    report.done, report.total
+                )));
+            }
             let (records, next) =
                 self.store
                     .sealed_by_other_keys(target, after.as_deref(), self.batch)?;

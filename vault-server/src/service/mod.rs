@@ -45,6 +45,10 @@ pub struct VaultService<S> {
     policy: Reloadable<Policy>,
     /// Held by the one rotation that may run at a time.
     rotation: Arc<tokio::sync::Mutex<()>>,
+    /// Held by the one import batch that runs at a time: an import checks
+    /// for an existing credential and then stores, and two batches doing
+    /// that at once could both store the same row.
+    import: tokio::sync::Mutex<()>,
 }
 
 impl<S: CredentialStore + Clone> VaultService<S> {
@@ -56,6 +60,7 @@ impl<S: CredentialStore + Clone> VaultService<S> {
             keys,
             policy,
             rotation: Arc::default(),
+            import: tokio::sync::Mutex::default(),
         }
     }
 

@@ -127,9 +127,13 @@ pub trait CredentialStore: Send + Sync + 'static {
         audit: &AuditEvent,
     ) -> impl Future<Output = Result<usize, StoreError>> + Send;
 
-    /// Appends the audit event of a call that changed nothing. It is on
-    /// disk with the next flush, not necessarily before this returns.
-    fn append_audit(&self, audit: &AuditEvent) -> Result<ChainedEvent, StoreError>;
+    /// Appends the audit event of a call that changed nothing, and waits
+    /// until it is durable: no call is answered before its event is on disk.
+    /// Returns the event's number.
+    fn append_audit(
+        &self,
+        audit: &AuditEvent,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Up to `limit` audit events after number `after`, in order.
     fn audit_events(&self, after: u64, limit: usize) -> Result<Vec<ChainedEvent>, StoreError>;

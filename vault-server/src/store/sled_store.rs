@@ -50,6 +50,10 @@ pub struct SledStore {
     audit_meta: sled::Tree,
     head: Arc<Mutex<ChainHead>>,
     sink: Arc<Sink>,
+    /// Committed events not yet known to be on disk, in order; they go to
+    /// the sink once a flush covers them, so the copy never holds an event
+    /// a crash could still take back.
+    unflushed: Arc<Mutex<Vec<ChainedEvent>>>,
     usage: Arc<Mutex<BTreeMap<u32, u64>>>,
     group_commit: GroupCommit,
 }
@@ -95,18 +99,42 @@ impl SledStore {
             audit_meta,
             head: Arc::new(Mutex::new(head)),
             sink: Arc::new(sink),
+            unflushed: Arc::default(),
             usage: Arc::new(Mutex::new(usage)),
             group_commit,
         })
     }
 
-    /// Waits until every write made so far is on disk. Used after a commit,
-    /// so a failure means the commit's fate is unknown.
+    /// Waits until every write made so far is on disk, then passes the
+    /// audit events that are now durable on to the sink. Used after a
+    /// commit, so a failure means the commit's fate is unknown.
     async fn durable(&self) -> Result<(), StoreError> {
+        let covered = self.audit_head().seq;
         self.group_commit
             .durable()
             .await
-            .map_err(StoreError::NotDurable)
+            .map_err(StoreError::NotDurable)?;
+
+        // Written under the lock, so that two flushes finishing at once
+        // still hand events to the sink in chain order.
+        let mut unflushed = self
+            .unflushed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let split = unflushed.partition_point(|event| event.seq <= covered);
+        for event in unflushed.drain(..split) {
+            self.sink.write(&event);
+        }
+        Ok(())
+    }
+
+    /// Notes a committed event for the sink; called with the head locked, so
+    /// events arrive in order.
+    fn committed(&self, chained: ChainedEvent) {
+        self.unflushed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(chained);
     }
 
     /// Flushes everything to disk now. For shutdown.
@@ -142,7 +170,7 @@ impl SledStore {
             })?;
         if changed.is_some() {
             *head = ChainHead::after(&chained);
-            self.sink.write(&chained);
+            self.committed(chained);
         }
         Ok(changed)
     }
@@ -406,13 +434,18 @@ impl CredentialStore for SledStore {
         self.durable().await
     }
 
-    fn append_audit(&self, event: &AuditEvent) -> Result<ChainedEvent, StoreError> {
-        let mut head = self.head.lock().unwrap_or_else(PoisonError::into_inner);
-        let (chained, value) = head.append(event);
-        self.audit.insert(audit::key(chained.seq), value)?;
-        *head = ChainHead::after(&chained);
-        self.sink.write(&chained);
-        Ok(chained)
+    async fn append_audit(&self, event: &AuditEvent) -> Result<u64, StoreError> {
+        let seq = {
+            let mut head = self.head.lock().unwrap_or_else(PoisonError::into_inner);
+            let (chained, value) = head.append(event);
+            self.audit.insert(audit::key(chained.seq), value)?;
+            *head = ChainHead::after(&chained);
+            let seq = chained.seq;
+            self.committed(chained);
+            seq
+        };
+        self.durable().await?;
+        Ok(seq)
     }
 
     fn audit_events(&self, after: u64, limit: usize) -> Result<Vec<ChainedEvent>, StoreError> {
@@ -469,7 +502,18 @@ impl CredentialStore for SledStore {
             pruned += batch.len() as u64;
         }
         if pruned > 0 {
-            self.durable().await?;
+            // The prune itself goes into the chain, naming the anchor it left:
+            // without this event, a missing start of the trail fails
+            // verification (see `audit::verify`).
+            let anchor = anchor(&self.audit_meta)?;
+            let event = AuditEvent {
+                caller: "vault-server".into(),
+                operation: "audit.prune".into(),
+                outcome: "Ok".into(),
+                detail: audit::prune_detail(&anchor),
+                ..AuditEvent::now()
+            };
+            self.append_audit(&event).await?;
         }
         Ok(pruned)
     }
@@ -708,7 +752,7 @@ mod tests {
             "already gone"
         );
         store.erase(&a.owner, &event()).await.unwrap();
-        store.append_audit(&event()).unwrap();
+        store.append_audit(&event()).await.unwrap();
 
         // insert a, insert b, replace, remove b, erase, and the appended one.
         assert_eq!(store.audit_head().seq, 6);
@@ -729,6 +773,7 @@ mod tests {
                         time_ms: n,
                         ..event()
                     })
+                    .await
                     .unwrap();
             }
         }
@@ -739,6 +784,7 @@ mod tests {
                 time_ms: 10,
                 ..event()
             })
+            .await
             .unwrap();
 
         assert_eq!(store.prune_audit(3).await.unwrap(), 3);
@@ -748,15 +794,22 @@ mod tests {
             .iter()
             .map(|e| e.seq)
             .collect();
-        assert_eq!(kept, [4, 5, 6]);
+        // 4 to 6 kept, and 7 records the prune itself.
+        assert_eq!(kept, [4, 5, 6, 7]);
+        let pruning = &store.audit_events(6, 1).unwrap()[0];
+        assert_eq!(pruning.event.operation, "audit.prune");
+        assert!(pruning.event.detail.starts_with("through=3 anchor="));
         let report = store.verify_audit().unwrap();
-        assert_eq!((report.checked, report.broken), (3, None));
+        assert_eq!(
+            (report.checked, report.broken, report.pruned_through),
+            (4, None, 3)
+        );
         drop(store);
 
         let store = reopen(dir.path());
-        store.append_audit(&event()).unwrap();
+        store.append_audit(&event()).await.unwrap();
         assert_eq!(store.verify_audit().unwrap().broken, None);
-        assert_eq!(store.audit_head().seq, 7);
+        assert_eq!(store.audit_head().seq, 8);
     }
 
     #[tokio::test]

@@ -58,6 +58,12 @@ pub async fn audit(vault: &VaultClient, command: AuditCommand) -> anyhow::Result
     match command {
         AuditCommand::Verify => {
             let report = vault.verify_audit().await?;
+            if report.pruned_through > 0 {
+                println!(
+                    "events 1 to {} were pruned under the retention setting",
+                    report.pruned_through
+                );
+            }
             if report.intact {
                 println!(
                     "audit trail intact: {} event(s) checked, head #{} {}",
