@@ -291,6 +291,27 @@ async fn editing_deleting_or_swapping_an_event_is_reported_at_that_event() {
     }
     server.restart();
     assert_eq!(verify_with_vaultctl(&server).0, 0);
+
+    // Cutting events off the end leaves a valid chain; only an event known
+    // from elsewhere (the JSON-lines copy) shows the cut.
+    server.stop();
+    let expect = {
+        let db = sled::open(server.data_dir().join("db")).unwrap();
+        let audit = db.open_tree("audit").unwrap();
+        let (key, value) = audit.last().unwrap().unwrap();
+        let last = vault_server::audit::decode(&key, &value).unwrap();
+        audit.remove(last.seq.to_be_bytes()).unwrap();
+        audit.remove((last.seq - 1).to_be_bytes()).unwrap();
+        db.flush().unwrap();
+        format!("{}:{}", last.seq, vault_server::audit::hex(&last.digest))
+    };
+    server.restart();
+    let (status, text) = verify_with_vaultctl(&server);
+    assert_eq!(status, 0, "the chain alone cannot see a cut end: {text}");
+    let output = server.vaultctl("ops", &["audit", "verify", "--expect", &expect]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(4), "{text}");
+    assert!(text.contains("BROKEN"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

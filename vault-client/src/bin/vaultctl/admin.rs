@@ -23,7 +23,14 @@ pub const EXIT_AUDIT_BROKEN: u8 = 4;
 pub enum AuditCommand {
     /// Check the whole chain; exit status 4 and the first broken event if it
     /// was tampered with.
-    Verify,
+    Verify {
+        /// An event known from a copy kept elsewhere (the JSON-lines audit
+        /// log), as SEQ:DIGEST: the trail must still reach it and hold it
+        /// unchanged. Catches events cut from the end of the trail, which
+        /// the chain alone cannot show.
+        #[arg(long, value_name = "SEQ:DIGEST")]
+        expect: Option<String>,
+    },
     /// List events, oldest first, filtered.
     List {
         /// Only events at or after this time (RFC 3339, e.g. 2026-12-01T00:00:00Z).
@@ -56,7 +63,7 @@ pub enum AuditCommand {
 /// Runs an audit command. Returns false when `verify` found the chain broken.
 pub async fn audit(vault: &VaultClient, command: AuditCommand) -> anyhow::Result<bool> {
     match command {
-        AuditCommand::Verify => {
+        AuditCommand::Verify { expect } => {
             let report = vault.verify_audit().await?;
             if report.pruned_through > 0 {
                 println!(
@@ -64,18 +71,24 @@ pub async fn audit(vault: &VaultClient, command: AuditCommand) -> anyhow::Result
                     report.pruned_through
                 );
             }
-            if report.intact {
-                println!(
-                    "audit trail intact: {} event(s) checked, head #{} {}",
-                    report.checked, report.head_seq, report.head_digest
-                );
-            } else {
+            if !report.intact {
                 println!(
                     "audit trail BROKEN at event {}: {}",
                     report.broken_seq, report.broken_reason
                 );
+                return Ok(false);
             }
-            Ok(report.intact)
+            if let Some(expect) = expect
+                && let Some(problem) = check_expected(vault, &expect, report.head_seq).await?
+            {
+                println!("audit trail BROKEN: {problem}");
+                return Ok(false);
+            }
+            println!(
+                "audit trail intact: {} event(s) checked, head #{} {}",
+                report.checked, report.head_seq, report.head_digest
+            );
+            Ok(true)
         }
         AuditCommand::List {
             since,
@@ -128,6 +141,40 @@ pub async fn audit(vault: &VaultClient, command: AuditCommand) -> anyhow::Result
             Ok(true)
         }
     }
+}
+
+/// Checks that the event `SEQ:DIGEST` is still in the trail, unchanged.
+/// Returns what is wrong, if anything.
+async fn check_expected(
+    vault: &VaultClient,
+    expect: &str,
+    head_seq: u64,
+) -> anyhow::Result<Option<String>> {
+    let (seq, digest) = expect
+        .split_once(':')
+        .and_then(|(seq, digest)| Some((seq.parse::<u64>().ok()?, digest)))
+        .filter(|(seq, _)| *seq > 0)
+        .context("--expect takes SEQ:DIGEST with SEQ from 1, e.g. 1234:9f86d0…")?;
+    if seq > head_seq {
+        return Ok(Some(format!(
+            "the trail ends at event {head_seq}, but event {seq} was seen before: events were \
+             removed from its end"
+        )));
+    }
+    let filter = vault_client::ListAuditEventsRequest {
+        after_seq: seq - 1,
+        page_size: 1,
+        ..Default::default()
+    };
+    let (events, _) = vault.list_audit(filter).await?;
+    Ok(match events.first() {
+        Some(event) if event.seq == seq && event.digest == digest => None,
+        Some(event) if event.seq == seq => Some(format!(
+            "event {seq} has digest {}, not the expected {digest}",
+            event.digest
+        )),
+        _ => Some(format!("event {seq} is no longer in the trail")),
+    })
 }
 
 fn print_event(
