@@ -285,11 +285,6 @@ impl Policy {
     pub fn summary(&self) -> String {
         format!("roles={} callers={}", self.roles.len(), self.callers.len())
     }
-
-    /// The role an identity has, if any.
-    pub fn role_of(&self, caller: &Caller) -> Option<&str> {
-        self.callers.get(caller.as_str()).map(String::as_str)
-    }
 }
 
 fn check_role(name: &str, role: RoleFile) -> Result<Role, PolicyError> {
