@@ -312,6 +312,16 @@ async fn editing_deleting_or_swapping_an_event_is_reported_at_that_event() {
     let text = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(4), "{text}");
     assert!(text.contains("BROKEN"), "{text}");
+
+    // A mistyped digest is a usage error, not a broken trail.
+    for typo in ["3:zzzz", "3:abc", "0:00"] {
+        let output = server.vaultctl("ops", &["audit", "verify", "--expect", typo]);
+        assert_eq!(output.status.code(), Some(1), "{typo}");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("64 hex digits"),
+            "{typo}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -126,18 +126,29 @@ pub async fn audit(vault: &VaultClient, command: AuditCommand) -> anyhow::Result
                 )?;
             }
             let mut shown = 0;
-            while shown < limit {
+            let mut more = false;
+            loop {
                 let (events, next) = vault.list_audit(filter.clone()).await?;
-                for event in events.iter().take(limit - shown) {
+                for event in &events {
+                    if shown == limit {
+                        more = true;
+                        break;
+                    }
                     print_event(&mut out, event, json)?;
                     shown += 1;
                 }
-                if next == 0 {
+                if more || next == 0 {
                     break;
                 }
                 filter.after_seq = next;
             }
             out.flush()?;
+            if more {
+                eprintln!(
+                    "vaultctl: stopped after {limit} event(s); more match (raise --limit, or \
+                     narrow with --since)"
+                );
+            }
             Ok(true)
         }
     }
@@ -152,9 +163,14 @@ async fn check_expected(
 ) -> anyhow::Result<Option<String>> {
     let (seq, digest) = expect
         .split_once(':')
-        .and_then(|(seq, digest)| Some((seq.parse::<u64>().ok()?, digest)))
-        .filter(|(seq, _)| *seq > 0)
-        .context("--expect takes SEQ:DIGEST with SEQ from 1, e.g. 1234:9f86d0…")?;
+        .and_then(|(seq, digest)| Some((seq.parse::<u64>().ok()?, digest.to_ascii_lowercase())))
+        .filter(|(seq, digest)| {
+            *seq > 0 && digest.len() == 64 && digest.chars().all(|c| c.is_ascii_hexdigit())
+        })
+        .context(
+            "--expect takes SEQ:DIGEST, SEQ from 1 and DIGEST the event's 64 hex digits, as in \
+             the audit log's \"seq\" and \"digest\"",
+        )?;
     if seq > head_seq {
         return Ok(Some(format!(
             "the trail ends at event {head_seq}, but event {seq} was seen before: events were \
@@ -168,7 +184,7 @@ async fn check_expected(
     };
     let (events, _) = vault.list_audit(filter).await?;
     Ok(match events.first() {
-        Some(event) if event.seq == seq && event.digest == digest => None,
+        Some(event) if event.seq == seq && event.digest == digest.as_str() => None,
         Some(event) if event.seq == seq => Some(format!(
             "event {seq} has digest {}, not the expected {digest}",
             event.digest

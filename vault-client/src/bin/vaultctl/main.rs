@@ -233,11 +233,22 @@ async fn main() -> ExitCode {
         Ok(Done::Completely) => ExitCode::SUCCESS,
         Ok(Done::WithRejections) => ExitCode::from(admin::EXIT_ROWS_REJECTED),
         Ok(Done::AuditBroken) => ExitCode::from(admin::EXIT_AUDIT_BROKEN),
+        // A reader that went away (`vaultctl audit list | head`) is not an
+        // error of ours.
+        Err(err) if broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("vaultctl: {err:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// How a command that did not fail ended.
