@@ -57,7 +57,7 @@ pub struct KeyManager {
     /// keyring, and exclusively while a new keyring is checked and swapped
     /// in: no record is sealed under a key the check did not count, and no
     /// key is retired between reading a record and opening it.
-    writes: RwLock<()>,
+    in_use: RwLock<()>,
 }
 
 impl KeyManager {
@@ -72,7 +72,7 @@ impl KeyManager {
         Ok(Self {
             path,
             current: Reloadable::new(keyring),
-            writes: RwLock::new(()),
+            in_use: RwLock::new(()),
         })
     }
 
@@ -84,14 +84,14 @@ impl KeyManager {
     /// Permission to use the current keyring: hold it from reading or
     /// sealing a record until it is opened or stored. A reload waits for
     /// every permit to be dropped.
-    pub async fn write_permit(&self) -> RwLockReadGuard<'_, ()> {
-        self.writes.read().await
+    pub async fn keyring_permit(&self) -> RwLockReadGuard<'_, ()> {
+        self.in_use.read().await
     }
 
     /// Re-reads the keyring file and swaps it in if it checks out.
     pub async fn reload<S: CredentialStore>(&self, store: &S) -> Result<(), KeyCheckError> {
         let keyring = Keyring::load(&self.path)?;
-        let _exclusive = self.writes.write().await;
+        let _exclusive = self.in_use.write().await;
         check(&keyring, store).await?;
         self.current.replace(keyring);
         Ok(())

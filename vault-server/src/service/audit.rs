@@ -1,14 +1,12 @@
 //! ListAuditEvents and VerifyAudit: reading and checking the audit trail.
 
-use std::time::Duration;
-
 use prost_types::Timestamp;
 use vault_proto::v1;
 
-use super::VaultService;
 use super::error::ServiceError;
+use super::{VaultService, convert};
 use crate::audit::{ChainedEvent, hex};
-use crate::credential::InvalidField;
+use crate::credential::{InvalidField, UnixMillis};
 use crate::store::CredentialStore;
 
 /// Page size when the request leaves it at 0.
@@ -111,13 +109,9 @@ fn millis(at: &Timestamp) -> Result<u64, InvalidField> {
 
 fn to_proto(chained: &ChainedEvent) -> v1::AuditEvent {
     let event = &chained.event;
-    let at = Duration::from_millis(event.time_ms);
     v1::AuditEvent {
         seq: chained.seq,
-        time: Some(Timestamp {
-            seconds: i64::try_from(at.as_secs()).unwrap_or(i64::MAX),
-            nanos: i32::try_from(at.subsec_nanos()).unwrap_or(0),
-        }),
+        time: Some(convert::timestamp(UnixMillis(event.time_ms))),
         caller: event.caller.clone(),
         operation: event.operation.clone(),
         purpose: event.purpose.clone(),

@@ -198,10 +198,16 @@ impl<S: CredentialStore + Clone> VaultService<S> {
         // the append writes it, so a cancellation cannot lose it any more.
         cancelled.disarm();
 
-        let outcome = match &result {
-            Ok(_) => "Ok".to_owned(),
-            Err(err) => format!("{:?}", err.to_status().code()),
+        let (result, status) = match result {
+            Ok(reply) => (Ok(reply), None),
+            Err(err) => {
+                let status = err.to_status();
+                (Err(err), Some(status))
+            }
         };
+        let outcome = status
+            .as_ref()
+            .map_or_else(|| "Ok".to_owned(), |status| format!("{:?}", status.code()));
         // No reply leaves before its audit event is on disk: a caller can
         // never hold a secret whose decryption a crash erased from the trail.
         let audit_failed = if call.is_recorded() {
@@ -222,18 +228,19 @@ impl<S: CredentialStore + Clone> VaultService<S> {
             }
         }
 
-        match result {
-            Ok(reply) => {
+        match (result, status) {
+            (Ok(reply), _) => {
                 tracing::info!(outcome, latency_us, "call finished");
                 Ok(Response::new(reply))
             }
-            Err(err) => {
-                if err.needs_operator() {
+            (Err(err), status) => {
+                let status = status.unwrap_or_else(|| err.to_status());
+                if ServiceError::needs_operator(status.code()) {
                     tracing::error!(outcome, latency_us, error = %err, "call failed");
                 } else {
                     tracing::info!(outcome, latency_us, error = %err, "call refused");
                 }
-                Err(err.to_status())
+                Err(status)
             }
         }
     }

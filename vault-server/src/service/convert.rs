@@ -87,7 +87,8 @@ pub fn credential(record: &Record) -> v1::Credential {
     }
 }
 
-fn timestamp(at: UnixMillis) -> Timestamp {
+/// A time kept in milliseconds as a protobuf timestamp.
+pub fn timestamp(at: UnixMillis) -> Timestamp {
     let since_epoch = Duration::from_millis(at.0);
     Timestamp {
         seconds: i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX),

@@ -30,7 +30,7 @@ impl<S: CredentialStore + Clone> VaultService<S> {
 
         // Read and open under the same keyring: a reload cannot retire the
         // key of a record between the two.
-        let _permit = self.keys.write_permit().await;
+        let _permit = self.keys.keyring_permit().await;
         let record = self.store.get(&owner, &id)?.ok_or(ServiceError::NotFound)?;
         let binding = RecordBinding {
             owner: &owner,

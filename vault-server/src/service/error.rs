@@ -88,9 +88,8 @@ impl ServiceError {
         }
     }
 
-    /// Whether an operator should look at this failure.
-    pub fn needs_operator(&self) -> bool {
-        let code = self.to_status().code();
+    /// Whether a failure answered with `code` needs an operator's look.
+    pub fn needs_operator(code: Code) -> bool {
         matches!(code, Code::Internal | Code::DataLoss | Code::Unavailable)
     }
 }

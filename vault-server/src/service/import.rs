@@ -82,7 +82,7 @@ impl<S: CredentialStore + Clone> VaultService<S> {
             Ok(parsed) => parsed,
             Err(field) => return Ok(Outcome::Rejected(field.to_string())),
         };
-        let _permit = self.keys.write_permit().await;
+        let _permit = self.keys.keyring_permit().await;
         let keyring = self.keys.current();
         let secret = match open_legacy(&keyring, &row.token) {
             Ok(secret) => secret,

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use secrecy::ExposeSecret as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
@@ -13,6 +14,7 @@ use super::call::Call;
 use super::error::ServiceError;
 use crate::audit::AuditEvent;
 use crate::credential::{InvalidField, Record};
+use crate::crypto::keyring::Keyring;
 use crate::crypto::sealing::RecordBinding;
 use crate::keys::{KeyCheckError, KeyManager};
 use crate::store::CredentialStore;
@@ -157,7 +159,7 @@ impl<S: CredentialStore + Clone> Rotation<S> {
         loop {
             // Shared with callers' writes, exclusive with a keyring reload:
             // the keyring cannot change under a batch.
-            let _permit = self.keys.write_permit().await;
+            let _permit = self.keys.keyring_permit().await;
             let keyring = self.keys.current();
             let primary = keyring.primary().version();
             if primary != target {
@@ -207,10 +209,7 @@ impl<S: CredentialStore + Clone> Rotation<S> {
 
 /// Opens each record and seals it again under the primary key. Records that
 /// do not open are logged and counted, and stay as they are.
-fn reseal(
-    keyring: &crate::crypto::keyring::Keyring,
-    records: Vec<Record>,
-) -> (Vec<(Record, Record)>, u64) {
+fn reseal(keyring: &Keyring, records: Vec<Record>) -> (Vec<(Record, Record)>, u64) {
     let mut pairs = Vec::with_capacity(records.len());
     let mut failed = 0;
     for current in records {
@@ -220,7 +219,6 @@ fn reseal(
         };
         match keyring.open(binding, &current.secret) {
             Ok(secret) => {
-                use secrecy::ExposeSecret as _;
                 let mut resealed = current.clone();
                 resealed.secret = keyring.seal(binding, secret.expose_secret());
                 pairs.push((current, resealed));

@@ -32,7 +32,7 @@ impl<S: CredentialStore + Clone> VaultService<S> {
 
         // 128 random bits do not collide in practice; the store refuses to
         // overwrite anyway, and a fresh id is drawn if it ever does.
-        let _permit = self.keys.write_permit().await;
+        let _permit = self.keys.keyring_permit().await;
         let keyring = self.keys.current();
         for _ in 0..ID_ATTEMPTS {
             let id = CredentialId::generate();
@@ -78,7 +78,7 @@ impl<S: CredentialStore + Clone> VaultService<S> {
         // Seal once, up front: the token depends only on the record's
         // identity, not on what a racing writer may have stored meanwhile.
         // The plaintext buffer is wiped as soon as it is sealed.
-        let _permit = self.keys.write_permit().await;
+        let _permit = self.keys.keyring_permit().await;
         let binding = RecordBinding {
             owner: &owner,
             id: &id,

@@ -162,12 +162,7 @@ impl SledStore {
                 }
                 Ok(changed)
             })
-            .map_err(|err| match err {
-                TransactionError::Storage(err) => StoreError::from(err),
-                TransactionError::Abort(()) => {
-                    StoreError::from(sled::Error::ReportableBug("aborted transaction".into()))
-                }
-            })?;
+            .map_err(transaction_failed)?;
         if changed.is_some() {
             *head = ChainHead::after(&chained);
             self.committed(chained);
@@ -207,6 +202,16 @@ fn swap(
     }
     credentials.insert(key, record::encode(new))?;
     Ok(true)
+}
+
+/// Our transactions never abort on purpose, so a failure is sled's.
+fn transaction_failed(err: TransactionError<()>) -> StoreError {
+    match err {
+        TransactionError::Storage(err) => StoreError::from(err),
+        TransactionError::Abort(()) => {
+            StoreError::from(sled::Error::ReportableBug("transaction aborted".into()))
+        }
+    }
 }
 
 fn decode(key: &[u8], value: &[u8]) -> Result<Record, StoreError> {
@@ -493,12 +498,7 @@ impl CredentialStore for SledStore {
                     meta.insert(ANCHOR, anchor.as_slice())?;
                     Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
                 })
-                .map_err(|err| match err {
-                    TransactionError::Storage(err) => StoreError::from(err),
-                    TransactionError::Abort(()) => {
-                        StoreError::from(sled::Error::ReportableBug("aborted prune".into()))
-                    }
-                })?;
+                .map_err(transaction_failed)?;
             pruned += batch.len() as u64;
         }
         if pruned > 0 {
