@@ -6,6 +6,8 @@
 //! (`target/<profile>/vault-server`); `cargo test --workspace` builds it.
 //! Set `VAULT_SERVER_BIN` to test another build.
 
+pub mod hostile;
+
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -29,6 +31,7 @@ pub struct TestVault {
     addr: SocketAddr,
     dir: TempDir,
     extra_args: Vec<String>,
+    extra_env: Vec<(String, String)>,
 }
 
 impl TestVault {
@@ -40,14 +43,46 @@ impl TestVault {
     /// Starts a server with extra command-line arguments.
     pub fn start_with(extra_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("create a temporary folder");
+        Self::start_in(dir, extra_args, &[])
+    }
+
+    /// Starts a server with its data in `dir/data` (which the caller may
+    /// have prepared, say as a small file system of its own), extra
+    /// command-line arguments and extra environment variables.
+    pub fn start_in(dir: TempDir, extra_args: &[&str], extra_env: &[(&str, &str)]) -> Self {
         let extra_args: Vec<String> = extra_args.iter().map(|arg| arg.to_string()).collect();
-        let (child, addr) = spawn(dir.path(), &extra_args);
+        let extra_env: Vec<(String, String)> = extra_env
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        let (child, addr) = spawn(dir.path(), &extra_args, &extra_env);
         Self {
             child: Some(child),
             addr,
             dir,
             extra_args,
+            extra_env,
         }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
+    /// The server's resident memory in KiB, from `/proc/PID/status`.
+    pub fn resident_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmRSS")
+    }
+
+    /// Restarts the server with other extra arguments and environment.
+    pub fn restart_with(&mut self, extra_args: &[&str], extra_env: &[(&str, &str)]) {
+        self.extra_args = extra_args.iter().map(|arg| arg.to_string()).collect();
+        self.extra_env = extra_env
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        self.restart();
     }
 
     /// The address the server listens on.
@@ -163,6 +198,7 @@ impl TestVault {
             .args(["--dev", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(self.data_dir())
             .args(&self.extra_args)
+            .envs(self.extra_env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .output()
             .expect("run vault-server");
@@ -209,7 +245,7 @@ impl TestVault {
     /// [`stop`]: TestVault::stop
     pub fn restart(&mut self) {
         self.kill();
-        let (child, addr) = spawn(self.dir.path(), &self.extra_args);
+        let (child, addr) = spawn(self.dir.path(), &self.extra_args, &self.extra_env);
         self.child = Some(child);
         self.addr = addr;
     }
@@ -282,7 +318,11 @@ pub fn python(script: &str, args: &[&str]) -> String {
 
 /// Starts `vault-server --dev` with its data under `root/data` and its log
 /// appended to `root/server.log`, and waits for the address it bound.
-fn spawn(root: &Path, extra_args: &[String]) -> (Child, SocketAddr) {
+fn spawn(
+    root: &Path,
+    extra_args: &[String],
+    extra_env: &[(String, String)],
+) -> (Child, SocketAddr) {
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -294,6 +334,7 @@ fn spawn(root: &Path, extra_args: &[String]) -> (Child, SocketAddr) {
         .args(extra_args)
         .env("RUST_LOG", "debug")
         .env_remove("VAULT_KEYRING")
+        .envs(extra_env.iter().map(|(name, value)| (name, value)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
@@ -323,6 +364,16 @@ fn spawn(root: &Path, extra_args: &[String]) -> (Child, SocketAddr) {
             panic!("server did not start within {START_TIMEOUT:?}; log:\n{log}");
         }
     }
+}
+
+/// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmLck`, ...).
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
 /// Every file below `dir`, recursively.

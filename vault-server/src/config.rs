@@ -11,6 +11,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::audit::sink::SinkTarget;
 use crate::dev::DevLayout;
+use crate::limits;
 use crate::transport::TlsFiles;
 
 /// Where a server listens unless told otherwise.
@@ -44,7 +45,11 @@ pub struct Args {
     #[arg(long, env = "VAULT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// Keyring file with the master keys. Required unless --dev.
+    /// Keyring file with the master keys, or `-` to read it once from
+    /// standard input. Required unless --dev. Alternatively put the keyring's
+    /// text in VAULT_KEYRING_CONTENTS: the server takes it out of its
+    /// environment at start. A keyring from standard input or the
+    /// environment cannot be reloaded; restart instead.
     #[arg(long, env = "VAULT_KEYRING")]
     pub keyring: Option<PathBuf>,
 
@@ -80,6 +85,28 @@ pub struct Args {
     /// hourly); 0 keeps them all.
     #[arg(long, env = "VAULT_AUDIT_RETENTION_DAYS", default_value_t = 0)]
     pub audit_retention_days: u32,
+
+    /// Lock all of the server's memory so keys and secrets are never swapped
+    /// out. Needs CAP_IPC_LOCK or an unlimited RLIMIT_MEMLOCK.
+    #[arg(long, env = "VAULT_LOCK_MEMORY")]
+    pub lock_memory: bool,
+
+    /// Most connections served at once, TLS handshakes included; more wait
+    /// in the kernel's accept queue until one closes.
+    #[arg(long, env = "VAULT_MAX_CONNECTIONS", default_value_t = limits::DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Longest a call may take, reading its request included; a caller's
+    /// shorter deadline wins. Key rotation is exempt.
+    #[arg(long, env = "VAULT_MAX_CALL_DURATION", default_value = "30s",
+          value_parser = humantime::parse_duration)]
+    pub max_call_duration: std::time::Duration,
+
+    /// Free space (MiB) the data folder's file system must keep: below it,
+    /// writes are refused with UNAVAILABLE while reads go on.
+    #[arg(long, env = "VAULT_MIN_FREE_MIB", default_value_t = limits::DEFAULT_MIN_FREE_MIB)]
+    pub min_free_mib: u64,
 
     /// Log line format on standard error.
     #[arg(long, env = "VAULT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -123,6 +150,13 @@ pub struct Settings {
     pub audit_sink: SinkTarget,
     /// How long audit events are kept; `None` keeps them all.
     pub audit_retention: Option<std::time::Duration>,
+    /// Most connections at once.
+    pub max_connections: u32,
+    /// Longest a call may take.
+    pub max_call_duration: std::time::Duration,
+    /// Free bytes the data folder's file system must keep for writes to be
+    /// accepted.
+    pub min_free_bytes: u64,
 }
 
 /// Settings that cannot work, with what to do instead.
@@ -233,6 +267,9 @@ impl Settings {
             dev,
             audit_sink,
             audit_retention,
+            max_connections: args.max_connections,
+            max_call_duration: args.max_call_duration,
+            min_free_bytes: args.min_free_mib.saturating_mul(1024 * 1024),
         })
     }
 

@@ -14,7 +14,9 @@
 //! - [`service`]: the gRPC service, one module per family of calls;
 //! - [`transport`]: mutual TLS with reloadable certificates;
 //! - [`config`], [`dev`], [`reload`] and [`server`]: settings, the `--dev`
-//!   setup, and the process around it all.
+//!   setup, and the process around it all;
+//! - [`hygiene`]: no core dumps, no key in the environment, optionally no
+//!   swapping.
 
 pub mod access;
 pub mod audit;
@@ -23,7 +25,9 @@ pub mod credential;
 pub mod crypto;
 pub mod dev;
 pub mod files;
+pub mod hygiene;
 pub mod keys;
+pub mod limits;
 pub mod reload;
 pub mod server;
 pub mod service;

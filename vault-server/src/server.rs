@@ -9,7 +9,6 @@ use anyhow::Context as _;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_stream::Stream;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::server::Connected;
 
 use crate::access::Policy;
@@ -17,8 +16,8 @@ use crate::audit::AuditEvent;
 use crate::audit::sink::Sink;
 use crate::config::{Settings, Transport};
 use crate::credential::UnixMillis;
-use crate::crypto::keyring::Keyring;
 use crate::keys::KeyManager;
+use crate::limits::{self, CallLimitsLayer, ConnectionSlots};
 use crate::reload::Reloadable;
 use crate::service::VaultService;
 use crate::store::CredentialStore as _;
@@ -49,7 +48,8 @@ pub async fn run(
     }
     // Everything that can be wrong with the files is found before anything
     // is created on disk.
-    let keyring = Keyring::load(&settings.keyring).context("cannot load the keyring")?;
+    let keyring =
+        crate::keys::load_keyring(&settings.keyring).context("cannot load the keyring")?;
     let policy = Reloadable::new(Policy::load(&settings.policy).context("cannot load the policy")?);
     let tls = match &settings.transport {
         Transport::Tls(files) => {
@@ -87,7 +87,8 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let bound = listener.local_addr()?;
-    let service = VaultService::new(store.clone(), Arc::clone(&keys), policy.clone());
+    let service = VaultService::new(store.clone(), Arc::clone(&keys), policy.clone())
+        .with_disk_reserve(settings.data_dir.clone(), settings.min_free_bytes);
     let serving_tls = tls.as_ref().map(|(_, config)| config.clone());
     on_hangup(Reloads {
         policy_path: settings.policy.clone(),
@@ -97,14 +98,17 @@ pub async fn run(
         store: store.clone(),
     })?;
 
+    let slots = ConnectionSlots::new(settings.max_connections);
     match serving_tls {
         Some(config) => {
             announce_ready(&settings, bound, "mutual TLS")?;
-            serve(service, transport::serve_tls(listener, config), shutdown).await?;
+            let incoming = transport::serve_tls(listener, config, slots);
+            serve(service, &settings, incoming, shutdown).await?;
         }
         None => {
             announce_ready(&settings, bound, "PLAINTEXT (loopback only)")?;
-            serve(service, TcpListenerStream::new(listener), shutdown).await?;
+            let incoming = transport::serve_plaintext(listener, slots);
+            serve(service, &settings, incoming, shutdown).await?;
         }
     }
 
@@ -118,6 +122,7 @@ pub async fn run(
 /// connection must not hold the process forever.
 async fn serve<IO>(
     service: VaultService<SledStore>,
+    settings: &Settings,
     incoming: impl Stream<Item = io::Result<IO>> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()>
@@ -131,8 +136,15 @@ where
     };
     let (vault, admin) = service.into_servers();
     let serve = tonic::transport::Server::builder()
-        .add_service(vault)
-        .add_service(admin)
+        .max_concurrent_streams(limits::MAX_STREAMS_PER_CONNECTION)
+        .http2_max_header_list_size(limits::MAX_HEADER_LIST_BYTES)
+        .http2_max_pending_accept_reset_streams(Some(limits::MAX_PENDING_RESETS))
+        .http2_keepalive_interval(Some(limits::KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(limits::KEEPALIVE_TIMEOUT))
+        .tcp_nodelay(true)
+        .layer(CallLimitsLayer::new(settings.max_call_duration))
+        .add_service(vault.max_decoding_message_size(limits::MAX_REQUEST_BYTES))
+        .add_service(admin.max_decoding_message_size(limits::MAX_ADMIN_REQUEST_BYTES))
         .serve_with_incoming_shutdown(incoming, shutdown);
     let grace_expired = async {
         match stopped.await {

@@ -28,6 +28,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::limits::{ConnectionSlots, LimitedStream};
 use crate::reload::Reloadable;
 
 /// How long a client may take to complete the TLS handshake.
@@ -116,24 +117,25 @@ fn file_error(what: &'static str, path: &Path, reason: impl ToString) -> TlsErro
     }
 }
 
-/// Accepts TCP connections and completes their TLS handshakes, each in its
-/// own task, with the configuration current at the time of the handshake.
-/// Yields the connections that made it, for tonic to serve.
+/// A TLS connection that holds one of the server's connection slots.
+pub type TlsConnection = LimitedStream<TlsStream<TcpStream>>;
+
+/// Accepts TCP connections while a connection slot is free and completes
+/// their TLS handshakes, each in its own task, with the configuration
+/// current at the time of the handshake. Yields the connections that made
+/// it, for tonic to serve; each keeps its slot until it closes.
 pub fn serve_tls(
     listener: TcpListener,
     config: Reloadable<rustls::ServerConfig>,
-) -> ReceiverStream<io::Result<TlsStream<TcpStream>>> {
+    slots: ConnectionSlots,
+) -> ReceiverStream<io::Result<TlsConnection>> {
     let (accepted, incoming) = mpsc::channel(ACCEPTED_BACKLOG);
     tokio::spawn(async move {
         loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(connection) => connection,
-                Err(err) => {
-                    // Usually too many open files: back off instead of spinning.
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
+            let slot = slots.acquire().await;
+            let (tcp, peer) = match accept(&listener).await {
+                Some(connection) => connection,
+                None => continue,
             };
             if accepted.is_closed() {
                 return; // the server has shut down
@@ -143,7 +145,7 @@ pub fn serve_tls(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let _ = accepted.send(Ok(tls)).await;
+                        let _ = accepted.send(Ok(LimitedStream::new(tls, slot))).await;
                     }
                     Ok(Err(err)) => tracing::info!(%peer, error = %err, "TLS handshake failed"),
                     Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
@@ -152,4 +154,44 @@ pub fn serve_tls(
         }
     });
     ReceiverStream::new(incoming)
+}
+
+/// Accepts plaintext TCP connections while a connection slot is free.
+pub fn serve_plaintext(
+    listener: TcpListener,
+    slots: ConnectionSlots,
+) -> ReceiverStream<io::Result<LimitedStream<TcpStream>>> {
+    let (accepted, incoming) = mpsc::channel(ACCEPTED_BACKLOG);
+    tokio::spawn(async move {
+        loop {
+            let slot = slots.acquire().await;
+            let Some((tcp, _)) = accept(&listener).await else {
+                continue;
+            };
+            if accepted
+                .send(Ok(LimitedStream::new(tcp, slot)))
+                .await
+                .is_err()
+            {
+                return; // the server has shut down
+            }
+        }
+    });
+    ReceiverStream::new(incoming)
+}
+
+/// Accepts one connection; on failure (usually too many open files) logs
+/// and backs off instead of spinning.
+async fn accept(listener: &TcpListener) -> Option<(TcpStream, std::net::SocketAddr)> {
+    match listener.accept().await {
+        Ok(connection) => {
+            let _ = connection.0.set_nodelay(true);
+            Some(connection)
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "accept failed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            None
+        }
+    }
 }

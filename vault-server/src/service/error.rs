@@ -54,6 +54,14 @@ pub enum ServiceError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The data folder's file system is below its free-space reserve.
+    #[error("disk below its reserve: {free} bytes free, reserve {reserve}")]
+    DiskFull {
+        /// Bytes free.
+        free: u64,
+        /// Bytes the reserve keeps.
+        reserve: u64,
+    },
 }
 
 impl ServiceError {
@@ -71,8 +79,15 @@ impl ServiceError {
             ServiceError::Contended => Status::aborted(
                 "the credential changed concurrently while updating it; retry the update",
             ),
-            ServiceError::Store(StoreError::Engine(_)) => {
-                Status::unavailable("storage is unavailable; retry later")
+            ServiceError::DiskFull { free, reserve } => Status::unavailable(format!(
+                "the vault's disk is nearly full ({} MiB free, below the reserve of {} MiB): new \
+                 and changed credentials are refused until an operator frees space; reads and \
+                 deletes still work",
+                free / (1024 * 1024),
+                reserve / (1024 * 1024)
+            )),
+            ServiceError::Store(StoreError::Engine(err)) => {
+                Status::unavailable(engine_message(err))
             }
             ServiceError::Store(StoreError::NotDurable(_)) => Status::unavailable(
                 "storage could not confirm the change is on disk; it may or may not have \
@@ -91,5 +106,25 @@ impl ServiceError {
     /// Whether a failure answered with `code` needs an operator's look.
     pub fn needs_operator(code: Code) -> bool {
         matches!(code, Code::Internal | Code::DataLoss | Code::Unavailable)
+    }
+}
+
+/// What a caller is told when the storage engine fails: the kind of failure
+/// an operator has to fix, never a path or the engine's own words.
+fn engine_message(err: &sled::Error) -> &'static str {
+    let kind = match err {
+        sled::Error::Io(io) => Some(io.kind()),
+        _ => None,
+    };
+    match kind {
+        Some(std::io::ErrorKind::StorageFull) => {
+            "the vault's disk is full: the store cannot write until an operator frees space and \
+             restarts the vault; nothing stored was lost"
+        }
+        Some(std::io::ErrorKind::ReadOnlyFilesystem | std::io::ErrorKind::PermissionDenied) => {
+            "the vault's data folder cannot be written (read-only or permission denied): an \
+             operator must fix it and restart the vault; nothing stored was lost"
+        }
+        _ => "storage is unavailable; retry later",
     }
 }

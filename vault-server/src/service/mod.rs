@@ -49,6 +49,35 @@ pub struct VaultService<S> {
     /// for an existing credential and then stores, and two batches doing
     /// that at once could both store the same row.
     import: tokio::sync::Mutex<()>,
+    /// Free space the store's file system keeps for reads, their audit
+    /// events and deletes; `None` checks nothing.
+    reserve: Option<DiskReserve>,
+}
+
+/// The free space that writes must leave on the data folder's file system.
+#[derive(Debug, Clone)]
+struct DiskReserve {
+    dir: std::path::PathBuf,
+    min_free: u64,
+}
+
+impl DiskReserve {
+    /// Refuses a new record or secret when the file system is below the
+    /// reserve. Deletes and the audit events of reads may still use it, so
+    /// that a full disk never stops reads or a user's erasure.
+    fn check(&self) -> Result<(), ServiceError> {
+        let stats = rustix::fs::statvfs(&self.dir).map_err(|err| {
+            ServiceError::Store(crate::store::StoreError::from(sled::Error::Io(err.into())))
+        })?;
+        let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+        if free < self.min_free {
+            return Err(ServiceError::DiskFull {
+                free,
+                reserve: self.min_free,
+            });
+        }
+        Ok(())
+    }
 }
 
 impl<S: CredentialStore + Clone> VaultService<S> {
@@ -61,7 +90,20 @@ impl<S: CredentialStore + Clone> VaultService<S> {
             policy,
             rotation: Arc::default(),
             import: tokio::sync::Mutex::default(),
+            reserve: None,
         }
+    }
+
+    /// Refuses writes that would leave less than `min_free` bytes free on
+    /// the file system of `dir` (the data folder).
+    pub fn with_disk_reserve(mut self, dir: std::path::PathBuf, min_free: u64) -> Self {
+        self.reserve = Some(DiskReserve { dir, min_free });
+        self
+    }
+
+    /// Checks the disk reserve before a call that adds data.
+    fn check_disk(&self) -> Result<(), ServiceError> {
+        self.reserve.as_ref().map_or(Ok(()), DiskReserve::check)
     }
 
     /// The tonic servers of both services, sharing this one.
@@ -102,6 +144,7 @@ impl<S: CredentialStore + Clone> v1::vault_server::Vault for VaultService<S> {
         let call = Call::start("store", &request);
         self.observe(&call, async {
             self.authorize(&call, &request, Operation::Store)?;
+            self.check_disk()?;
             self.store(&call, request.into_inner()).await
         })
         .await
@@ -114,6 +157,7 @@ impl<S: CredentialStore + Clone> v1::vault_server::Vault for VaultService<S> {
         let call = Call::start("update", &request);
         self.observe(&call, async {
             self.authorize(&call, &request, Operation::Update)?;
+            self.check_disk()?;
             self.update(&call, request.into_inner()).await
         })
         .await
@@ -229,6 +273,7 @@ impl<S: CredentialStore + Clone> v1::admin_server::Admin for VaultService<S> {
         let call = Call::start("keys.rotate", &request);
         self.observe(&call, async {
             self.authorize(&call, &request, Operation::Rotate)?;
+            self.check_disk()?;
             self.rotate(&call, request.into_inner()).await
         })
         .await
@@ -241,6 +286,7 @@ impl<S: CredentialStore + Clone> v1::admin_server::Admin for VaultService<S> {
         let call = Call::start("import", &request);
         self.observe(&call, async {
             self.authorize(&call, &request, Operation::Import)?;
+            self.check_disk()?;
             self.import(&call, request.into_inner()).await
         })
         .await
