@@ -16,7 +16,7 @@
 //! version is accepted only once no record uses that version.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use secrecy::ExposeSecret as _;
@@ -46,6 +46,27 @@ pub enum KeyCheckError {
     /// The store could not be read or written.
     #[error("keyring check failed")]
     Store(#[from] StoreError),
+    /// The keyring came on standard input or in the environment, once.
+    #[error(
+        "the keyring was read from standard input (or VAULT_KEYRING_CONTENTS) at start and \
+         cannot be read again; restart the server with the new keyring"
+    )]
+    NotReloadable,
+}
+
+/// The keyring path that means standard input.
+pub const STDIN_KEYRING: &str = "-";
+
+/// Loads the keyring at `path`, or from standard input when `path` is `-`.
+pub fn load_keyring(path: &Path) -> Result<Keyring, KeyringError> {
+    if path != Path::new(STDIN_KEYRING) {
+        return Keyring::load(path);
+    }
+    let text = crate::hygiene::read_keyring_from_stdin().map_err(|source| KeyringError::Read {
+        path: "standard input".into(),
+        source,
+    })?;
+    Keyring::parse(&text)
 }
 
 /// The keyring the server runs with.
@@ -90,6 +111,9 @@ impl KeyManager {
 
     /// Re-reads the keyring file and swaps it in if it checks out.
     pub async fn reload<S: CredentialStore>(&self, store: &S) -> Result<(), KeyCheckError> {
+        if self.path == Path::new(STDIN_KEYRING) {
+            return Err(KeyCheckError::NotReloadable);
+        }
         let keyring = Keyring::load(&self.path)?;
         let _exclusive = self.in_use.write().await;
         check(&keyring, store).await?;

@@ -1,21 +1,23 @@
 //! `vault-server`: parse settings, start logging, serve until a signal.
 
+use std::alloc::System;
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 use vault_server::config::{Args, LogFormat, Settings};
+use vault_server::hygiene;
+use zeroizing_alloc::ZeroAlloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let args = Args::parse();
-    init_tracing(args.log_format);
-    let result = match Settings::from_args(&args) {
-        Ok(settings) => vault_server::server::run(settings, shutdown_signal()).await,
-        Err(err) => Err(err.into()),
-    };
-    match result {
+/// Every heap block is wiped when freed, so the copies of secrets that the
+/// TLS, HTTP/2 and protobuf layers make do not linger in freed memory.
+#[global_allocator]
+static ALLOCATOR: ZeroAlloc<System> = ZeroAlloc(System);
+
+fn main() -> ExitCode {
+    match start() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // The whole chain of causes, and never a backtrace: this is
@@ -24,6 +26,24 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Hardens the process before anything secret is read, then serves.
+fn start() -> anyhow::Result<()> {
+    hygiene::forbid_core_dumps().context("cannot turn off core dumps")?;
+    // Returns only if the keyring is not in the environment.
+    hygiene::take_keyring_from_environment().map_err(anyhow::Error::msg)?;
+    let args = Args::parse();
+    if args.lock_memory {
+        hygiene::lock_memory().map_err(anyhow::Error::msg)?;
+    }
+    init_tracing(args.log_format);
+    let settings = Settings::from_args(&args)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(vault_server::server::run(settings, shutdown_signal()))
 }
 
 /// Logs go to standard error, filtered by `RUST_LOG` (default `info`).
