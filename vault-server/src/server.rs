@@ -71,6 +71,10 @@ pub async fn run(
             .await
             .context("cannot use the keyring")?,
     );
+    tracing::info!(
+        core_dumps_off = crate::hygiene::core_dumps_forbidden(),
+        "process hygiene checked"
+    );
     let keyring = keys.current();
     tracing::info!(
         keys = keyring.keys().count(),

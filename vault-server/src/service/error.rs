@@ -128,3 +128,28 @@ fn engine_message(err: &sled::Error) -> &'static str {
         _ => "storage is unavailable; retry later",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(kind: std::io::ErrorKind) -> Status {
+        let err = sled::Error::Io(std::io::Error::from(kind));
+        ServiceError::Store(StoreError::from(err)).to_status()
+    }
+
+    #[test]
+    fn a_full_or_read_only_disk_says_so_as_unavailable() {
+        let full = engine(std::io::ErrorKind::StorageFull);
+        assert_eq!(full.code(), Code::Unavailable);
+        assert!(full.message().contains("disk is full"), "{full:?}");
+        let read_only = engine(std::io::ErrorKind::ReadOnlyFilesystem);
+        assert_eq!(read_only.code(), Code::Unavailable);
+        assert!(
+            read_only.message().contains("cannot be written"),
+            "{read_only:?}"
+        );
+        let other = engine(std::io::ErrorKind::Other);
+        assert_eq!(other.message(), "storage is unavailable; retry later");
+    }
+}
