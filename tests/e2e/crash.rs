@@ -63,7 +63,11 @@ async fn check(vault: &TestVault, user: &str, seen: &Acknowledged) {
     let api = vault.client().await;
     for id in &seen.deleted {
         let err = api.get(user, id).await.unwrap_err();
-        assert_eq!(err.code(), Some(Code::NotFound), "acknowledged delete {id} came back");
+        assert_eq!(
+            err.code(),
+            Some(Code::NotFound),
+            "acknowledged delete {id} came back"
+        );
     }
 }
 
@@ -78,7 +82,10 @@ async fn acknowledged_writes_survive_kill_9_at_random_moments() {
         for writer in 0..WRITERS {
             let client = vault.client().await.with_deadline(Duration::from_secs(5));
             let user = format!("user-{round}-{writer}");
-            writers.push((user.clone(), tokio::spawn(write_until_killed(client, user, round))));
+            writers.push((
+                user.clone(),
+                tokio::spawn(write_until_killed(client, user, round)),
+            ));
         }
         let delay = rand::rng().random_range(20..400);
         tokio::time::sleep(Duration::from_millis(delay)).await;

@@ -7,6 +7,7 @@
 //! Set `VAULT_SERVER_BIN` to test another build.
 
 pub mod hostile;
+pub mod soak;
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
