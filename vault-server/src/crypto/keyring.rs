@@ -356,6 +356,7 @@ fn parse_version(word: Option<&str>) -> Result<u32, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const KEY_A: &str = "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=";
     const KEY_B: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -447,5 +448,28 @@ mod tests {
         let text = Keyring::generate_text();
         let ring = Keyring::parse(&text).unwrap();
         assert_eq!(ring.primary().version(), 1);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn no_text_makes_the_parser_panic(text in any::<String>()) {
+            let _ = Keyring::parse(&text);
+        }
+
+        #[test]
+        fn directive_shaped_lines_give_a_keyring_or_a_line_error(
+            lines in proptest::collection::vec(
+                "(key|primary|legacy|#)? ?[0-9A-Za-z_=-]{0,50}( [0-9A-Za-z_=-]{0,50})?",
+                0..8,
+            ),
+        ) {
+            let text = lines.join("\n");
+            match Keyring::parse(&text) {
+                Ok(keyring) => prop_assert!(keyring.key(keyring.primary().version()).is_some()),
+                Err(err) => prop_assert!(!err.to_string().is_empty()),
+            }
+        }
     }
 }

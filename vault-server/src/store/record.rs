@@ -180,7 +180,74 @@ impl RecordV1 {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    fn any_record() -> impl Strategy<Value = Record> {
+        (
+            "[A-Za-z0-9_.:@-]{1,128}",
+            "https?://[a-z0-9]{1,20}(\\.[a-z0-9]{1,10}){0,3}(:[1-9][0-9]{0,3})?(/[a-z0-9._-]{0,12}){0,3}",
+            "[A-Za-z0-9_.-]{1,64}",
+            "[A-Za-z0-9 @._+éß漢-]{1,64}",
+            any::<u32>(),
+            "[A-Za-z0-9_=-]{0,300}",
+            any::<(u64, u64)>(),
+        )
+            .prop_filter_map(
+                "valid fields",
+                |(owner, url, database, username, key_version, token, (created, updated))| {
+                    Some(Record {
+                        id: CredentialId::generate(),
+                        owner: UserId::parse("user_id", &owner).ok()?,
+                        fields: Fields::Odoo(OdooConnection::new(&url, &database, &username).ok()?),
+                        secret: SealedSecret {
+                            key_version,
+                            token: Token::from_string(token),
+                        },
+                        created_at: UnixMillis(created),
+                        updated_at: UnixMillis(updated),
+                    })
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_record_round_trips_through_its_stored_form(record in any_record()) {
+            let key = key(&record.owner, &record.id);
+            let value = encode(&record);
+            prop_assert_eq!(key_version(&value), Ok(record.secret.key_version));
+            prop_assert_eq!(decode(&key, &value), Ok(record));
+        }
+
+        #[test]
+        fn no_stored_bytes_make_the_decoder_panic(
+            key in proptest::collection::vec(any::<u8>(), 0..64),
+            value in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let _ = key_version(&value);
+            let _ = decode(&key, &value);
+        }
+
+        #[test]
+        fn a_record_with_one_byte_changed_never_decodes_as_another_owners(
+            record in any_record(),
+            index in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let key = key(&record.owner, &record.id);
+            let mut value = encode(&record);
+            let index = index.index(value.len());
+            value[index] = byte;
+            if let Ok(decoded) = decode(&key, &value) {
+                prop_assert_eq!(decoded.owner, record.owner);
+                prop_assert_eq!(decoded.id, record.id);
+            }
+        }
+    }
 
     fn sample() -> Record {
         Record {

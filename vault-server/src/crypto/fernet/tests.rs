@@ -136,6 +136,21 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
+    fn any_valid_token_survives_decoding_and_encoding(
+        plaintext in proptest::collection::vec(any::<u8>(), 0..512),
+        timestamp in any::<u64>(),
+        iv in any::<[u8; 16]>(),
+    ) {
+        let key = test_key();
+        let token = key.encrypt_from_parts(&plaintext, timestamp, &iv);
+        let bytes = URL_SAFE.decode(token.as_str()).unwrap();
+        let again = URL_SAFE.encode(&bytes);
+        prop_assert_eq!(&again, token.as_str());
+        prop_assert!(is_well_formed(&again));
+        prop_assert_eq!(open(&key, &again, None, 0), Ok(plaintext));
+    }
+
+    #[test]
     fn any_plaintext_up_to_64_kib_round_trips(
         plaintext in proptest::collection::vec(any::<u8>(), 0..=64 * 1024),
     ) {
