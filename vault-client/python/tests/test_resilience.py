@@ -154,10 +154,13 @@ def test_every_call_carries_the_deadline_and_the_request_id(
             call.blocking(client)
         with pytest.raises(NotFound):
             call.blocking(client.with_deadline(1.5))
-    [default, shorter] = fake.calls
+        with pytest.raises(NotFound):
+            call.blocking(client)
+    [default, shorter, unchanged] = fake.calls
     # grpc sends the deadline rounded up, so the server may see a hair more.
     assert default.time_remaining is not None and 2.0 < default.time_remaining <= 3.1
     assert shorter.time_remaining is not None and 0.5 < shorter.time_remaining <= 1.6
+    assert unchanged.time_remaining is not None and 2.0 < unchanged.time_remaining <= 3.1
     assert "x-request-id" not in default.metadata
 
 
@@ -233,3 +236,22 @@ def test_each_status_has_its_exception(
             client.decrypt(USER, CREDENTIAL_ID, Purpose.SYNC)
     assert type(caught.value) is kind
     assert (caught.value.code, caught.value.message) == (code, f"fake: {code.name}")
+
+
+@pytest.mark.parametrize("deadline", [0, -1.0, float("nan")])
+def test_a_deadline_must_be_positive(vault: DevVault, deadline: float) -> None:
+    with pytest.raises(ValueError, match="deadline"):
+        VaultClient(vault.address, vault.tls("api"), deadline=deadline)
+    with VaultClient(vault.address, vault.tls("api")) as client:
+        with pytest.raises(ValueError, match="deadline"):
+            client.with_deadline(deadline)
+    with pytest.raises(ValueError, match="deadline"):
+        vault_client.aio.VaultClient(vault.address, vault.tls("api"), deadline=deadline)
+
+
+def test_a_retry_policy_needs_one_attempt() -> None:
+    with pytest.raises(ValueError):
+        RetryPolicy(attempts=0)
+    with pytest.raises(ValueError):
+        RetryPolicy(first_backoff=-1)
+    assert RetryPolicy().backoffs() == [0.1, 0.2, 0.4]

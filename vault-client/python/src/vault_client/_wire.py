@@ -19,6 +19,12 @@ otherwise; the Rust client's default too."""
 
 REQUEST_ID_HEADER = "x-request-id"
 
+
+def checked_deadline(seconds: float) -> float:
+    if not seconds > 0:
+        raise ValueError(f"a deadline must be a positive number of seconds, not {seconds!r}")
+    return seconds
+
 Metadata = tuple[tuple[str, str], ...]
 
 

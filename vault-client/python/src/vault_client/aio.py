@@ -10,6 +10,7 @@ loop it was first used in.
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TypeVar
@@ -44,7 +45,9 @@ class VaultClient:
     ) -> None:
         """Prepares a channel to the vault at `address` (`host:port`) as the
         caller whose certificate `tls` names. Reads the TLS files at once and
-        raises `vault_client.TlsFileError` if one cannot be read."""
+        raises `vault_client.TlsFileError` if one cannot be read, and
+        `ValueError` for a deadline that is not a positive number."""
+        deadline = _wire.checked_deadline(deadline)
         channel = grpc.aio.secure_channel(
             _wire.target(address),
             _wire.channel_credentials(tls),
@@ -58,11 +61,8 @@ class VaultClient:
     def with_deadline(self, deadline: float) -> VaultClient:
         """A client sharing this one's channel whose calls get `deadline`
         seconds each. Closing either closes the channel of both."""
-        clone = object.__new__(VaultClient)
-        clone._channel = self._channel
-        clone._stub = self._stub
-        clone._deadline = deadline
-        clone._retry = self._retry
+        clone = copy.copy(self)
+        clone._deadline = _wire.checked_deadline(deadline)
         return clone
 
     async def close(self) -> None:

@@ -6,6 +6,7 @@ call for call.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -56,7 +57,9 @@ class VaultClient:
     ) -> None:
         """Prepares a channel to the vault at `address` (`host:port`) as the
         caller whose certificate `tls` names. Reads the TLS files at once and
-        raises `vault_client.TlsFileError` if one cannot be read."""
+        raises `vault_client.TlsFileError` if one cannot be read, and
+        `ValueError` for a deadline that is not a positive number."""
+        deadline = _wire.checked_deadline(deadline)
         channel = grpc.secure_channel(
             _wire.target(address),
             _wire.channel_credentials(tls),
@@ -70,11 +73,8 @@ class VaultClient:
     def with_deadline(self, deadline: float) -> VaultClient:
         """A client sharing this one's channel whose calls get `deadline`
         seconds each. Closing either closes the channel of both."""
-        clone = object.__new__(VaultClient)
-        clone._channel = self._channel
-        clone._stub = self._stub
-        clone._deadline = deadline
-        clone._retry = self._retry
+        clone = copy.copy(self)
+        clone._deadline = _wire.checked_deadline(deadline)
         return clone
 
     def close(self) -> None:

@@ -75,6 +75,11 @@ class Secret:
         """Whether `clear()` ran (or the `with` block ended)."""
         return self._value is None
 
+    def __del__(self) -> None:
+        # Wipe this object's buffer before the allocator takes it back.
+        if getattr(self, "_value", None) is not None:
+            self.clear()
+
     def _open(self) -> bytearray:
         if self._value is None:
             raise SecretClearedError("this secret was cleared; decrypt it again")
