@@ -5,7 +5,8 @@ loopback port in a temporary folder, the way the Rust end-to-end tests do,
 and hands out clients with the certificates `--dev` generated for each role.
 The binary is `$VAULT_SERVER_BIN`, or `target/debug/vault-server` of this
 repository (honouring `CARGO_TARGET_DIR`): build it first with
-`cargo build -p vault-server` (`vault-client/python/check` does).
+`cargo build -p vault-server`, or `cargo test --workspace --no-run` as
+`vault-client/python/check` does.
 
 `FakeVault` is a gRPC server of our own, also on loopback and with the same
 certificates, that answers whatever a test scripts (UNAVAILABLE, a slow

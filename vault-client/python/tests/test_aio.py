@@ -12,7 +12,7 @@ from harness import ODOO, DevVault
 from vault_client import InvalidArgument, NotFound, PermissionDenied, Purpose, Secret
 
 
-def test_round_trip(vault: DevVault, user: str) -> None:
+def test_every_call_round_trips_through_the_asyncio_client(vault: DevVault, user: str) -> None:
     async def scenario() -> None:
         async with vault.aio_client("api") as api, vault.aio_client("sync") as sync:
             stored = await api.store(user, ODOO, "odoo-password", request_id="aio-1")
