@@ -1,13 +1,18 @@
-//! Command line and environment, turned into validated [`Settings`].
+//! Configuration file, environment and command line, turned into validated
+//! [`Settings`].
 //!
-//! [`Args`] is what clap parses; [`Settings::from_args`] checks it once and
-//! resolves the defaults of `--dev`, so the rest of the server only ever
-//! sees settings that make sense.
+//! Every setting can come from a flag, an environment variable or the TOML
+//! file named by `--config`, in that order of precedence, and falls back to
+//! its default. [`Args::load`] merges the three; [`Settings::from_args`]
+//! checks the result once and resolves the defaults of `--dev`, so the rest
+//! of the server only ever sees settings that make sense.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use clap::{Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
 
 use crate::audit::sink::SinkTarget;
 use crate::dev::DevLayout;
@@ -29,6 +34,16 @@ pub const DEFAULT_DEV_DATA_DIR: &str = "vault-dev";
     decrypts them for authorised callers"
 )]
 pub struct Args {
+    /// TOML configuration file (see deploy/vault.toml). Flags and environment
+    /// variables override what it says; relative paths in it are relative to
+    /// its folder.
+    #[arg(long, env = "VAULT_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// What to do instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Development mode: on first start, creates in the data folder a keyring,
     /// a local CA with server and per-role client certificates, and a policy;
     /// then serves mutual TLS like production. Never use it for real
@@ -108,13 +123,177 @@ pub struct Args {
     #[arg(long, env = "VAULT_MIN_FREE_MIB", default_value_t = limits::DEFAULT_MIN_FREE_MIB)]
     pub min_free_mib: u64,
 
+    /// Also serve the standard gRPC health service (`grpc.health.v1`, and
+    /// nothing else) in plaintext on this address, for probes that cannot
+    /// present a client certificate. The main port serves it too.
+    #[arg(long, env = "VAULT_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+
+    /// Serve Prometheus metrics over HTTP at /metrics on this address.
+    #[arg(long, env = "VAULT_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Log line format on standard error.
     #[arg(long, env = "VAULT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 }
 
+/// The server's subcommands; without one it serves.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Check a configuration file and every file it names (keyring, policy,
+    /// certificates, data folder) without starting; names every problem and
+    /// exits 1 if there is any.
+    CheckConfig {
+        /// The configuration file.
+        file: PathBuf,
+    },
+}
+
+impl Args {
+    /// Parses the command line and environment, then fills what neither
+    /// set from the configuration file, if one is named.
+    pub fn load() -> Result<Self, SettingsError> {
+        Self::load_from(std::env::args_os())
+    }
+
+    /// [`Args::load`] over the given arguments (the first is the program).
+    pub fn load_from<I, T>(args: I) -> Result<Self, SettingsError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Self::command().get_matches_from(args);
+        let mut parsed = Self::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+        if let Some(path) = parsed.config.clone() {
+            FileConfig::load(&path)?.fill(&mut parsed, &matches);
+        }
+        Ok(parsed)
+    }
+}
+
+/// The configuration file: every server setting, by its flag's name in
+/// snake case. Unknown keys are refused, so a typo is not silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    dev: Option<bool>,
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    keyring: Option<PathBuf>,
+    policy: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+    insecure_plaintext: Option<bool>,
+    audit_log: Option<PathBuf>,
+    audit_retention_days: Option<u32>,
+    lock_memory: Option<bool>,
+    max_connections: Option<u32>,
+    max_call_duration: Option<String>,
+    min_free_mib: Option<u64>,
+    health_listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
+    log_format: Option<LogFormat>,
+}
+
+impl FileConfig {
+    /// Reads and parses `path`, resolving relative paths against its folder.
+    pub fn load(path: &Path) -> Result<Self, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|err| SettingsError::ConfigFile {
+            path: path.display().to_string(),
+            reason: err.to_string(),
+        })?;
+        let mut config: Self = toml::from_str(&text).map_err(|err| SettingsError::ConfigFile {
+            path: path.display().to_string(),
+            reason: err.to_string(),
+        })?;
+        if let Some(duration) = &config.max_call_duration {
+            humantime::parse_duration(duration).map_err(|err| SettingsError::ConfigFile {
+                path: path.display().to_string(),
+                reason: format!("max_call_duration {duration:?}: {err}"),
+            })?;
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        for file in [
+            &mut config.data_dir,
+            &mut config.keyring,
+            &mut config.policy,
+            &mut config.tls_cert,
+            &mut config.tls_key,
+            &mut config.client_ca,
+            &mut config.audit_log,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let stdin_or_stdout = file.as_os_str() == "-";
+            if file.is_relative() && !stdin_or_stdout {
+                *file = base.join(&*file);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Sets in `args` every value this file has and neither a flag nor an
+    /// environment variable set.
+    fn fill(self, args: &mut Args, matches: &ArgMatches) {
+        let unset = |id: &str| {
+            !matches!(
+                matches.value_source(id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+        };
+        macro_rules! fill {
+            ($($field:ident),* $(,)?) => {$(
+                if let Some(value) = self.$field {
+                    if unset(stringify!($field)) {
+                        args.$field = value;
+                    }
+                }
+            )*};
+        }
+        macro_rules! fill_option {
+            ($($field:ident),* $(,)?) => {$(
+                if self.$field.is_some() && unset(stringify!($field)) {
+                    args.$field = self.$field;
+                }
+            )*};
+        }
+        fill!(
+            dev,
+            listen,
+            insecure_plaintext,
+            audit_retention_days,
+            lock_memory,
+            max_connections,
+            min_free_mib,
+            log_format,
+        );
+        fill_option!(
+            data_dir,
+            keyring,
+            policy,
+            tls_cert,
+            tls_key,
+            client_ca,
+            audit_log,
+            health_listen,
+            metrics_listen,
+        );
+        if let Some(duration) = self.max_call_duration {
+            if unset("max_call_duration") {
+                if let Ok(duration) = humantime::parse_duration(&duration) {
+                    args.max_call_duration = duration;
+                }
+            }
+        }
+    }
+}
+
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable text.
     Text,
@@ -157,6 +336,10 @@ pub struct Settings {
     /// Free bytes the data folder's file system must keep for writes to be
     /// accepted.
     pub min_free_bytes: u64,
+    /// Where the plaintext health service listens, if anywhere.
+    pub health_listen: Option<SocketAddr>,
+    /// Where the Prometheus metrics listen, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Settings that cannot work, with what to do instead.
@@ -180,6 +363,14 @@ pub enum SettingsError {
         flag: &'static str,
         /// Its environment variable.
         env: &'static str,
+    },
+    /// The configuration file cannot be read or parsed.
+    #[error("configuration file {path}: {reason}")]
+    ConfigFile {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
     },
     /// Plaintext on an address that is not loopback.
     #[error(
@@ -270,6 +461,8 @@ impl Settings {
             max_connections: args.max_connections,
             max_call_duration: args.max_call_duration,
             min_free_bytes: args.min_free_mib.saturating_mul(1024 * 1024),
+            health_listen: args.health_listen,
+            metrics_listen: args.metrics_listen,
         })
     }
 

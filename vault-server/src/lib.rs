@@ -20,6 +20,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod check;
 pub mod config;
 pub mod credential;
 pub mod crypto;

@@ -5,9 +5,8 @@ use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
-use vault_server::config::{Args, LogFormat, Settings};
+use vault_server::config::{Args, Command, LogFormat, Settings};
 use vault_server::hygiene;
 use zeroizing_alloc::ZeroAlloc;
 
@@ -33,7 +32,10 @@ fn start() -> anyhow::Result<()> {
     hygiene::forbid_core_dumps().context("cannot turn off core dumps")?;
     // Returns only if the keyring is not in the environment.
     hygiene::take_keyring_from_environment().map_err(anyhow::Error::msg)?;
-    let args = Args::parse();
+    let args = Args::load()?;
+    if let Some(Command::CheckConfig { file }) = &args.command {
+        return check_config(file);
+    }
     if args.lock_memory {
         hygiene::lock_memory().map_err(anyhow::Error::msg)?;
     }
@@ -43,7 +45,23 @@ fn start() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
-        .block_on(vault_server::server::run(settings, shutdown_signal()))
+        .block_on(async { vault_server::server::run(settings, shutdown_signal()?).await })
+}
+
+/// Prints what checked out and every problem; fails if there is one.
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let report = vault_server::check::check_config(file);
+    for fine in &report.fine {
+        println!("ok       {fine}");
+    }
+    for problem in &report.problems {
+        println!("PROBLEM  {problem}");
+    }
+    match report.problems.len() {
+        0 => Ok(()),
+        1 => anyhow::bail!("{} has 1 problem", file.display()),
+        n => anyhow::bail!("{} has {n} problems", file.display()),
+    }
 }
 
 /// Logs go to standard error, filtered by `RUST_LOG` (default `info`).
@@ -59,25 +77,28 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
-            }
+/// Listens for SIGINT and SIGTERM from now on (a signal that arrives while
+/// the server is still starting is not lost) and returns a future that
+/// completes on the first of them.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
-    tracing::info!("shutting down");
+        tracing::info!("shutting down");
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    })
 }
