@@ -171,3 +171,52 @@ async fn json_logs_carry_the_callers_request_id_on_every_line_of_a_call() {
         assert_eq!(line["span"]["request_id"], "req-e2e-4711", "{line}");
     }
 }
+
+#[tokio::test]
+async fn vaultctl_prints_json_for_scripts_and_exits_with_documented_codes() {
+    let vault = TestVault::start();
+    let stored = vault
+        .client()
+        .await
+        .store("user-json", odoo(3), b"pw")
+        .await
+        .unwrap();
+    let json = |role: &str, args: &[&str]| {
+        let output = vault.vaultctl(role, args);
+        assert!(output.status.success(), "{output:?}");
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+
+    let got = json(
+        "api",
+        &["--json", "get", "--user", "user-json", "--id", &stored.id],
+    );
+    assert_eq!(got["id"], stored.id.as_str());
+    assert_eq!(got["database"], "db3");
+    let listed = json("api", &["list", "--user", "user-json", "--json"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let keys = json("ops", &["--json", "keys"]);
+    assert_eq!(keys["keys"][0]["records"], 1);
+    assert_eq!(keys["keys"][0]["primary"], true);
+    let verify = json("ops", &["--json", "audit", "verify"]);
+    assert_eq!(verify["intact"], true);
+    let deleted = json(
+        "api",
+        &[
+            "--json",
+            "delete",
+            "--user",
+            "user-json",
+            "--id",
+            &stored.id,
+        ],
+    );
+    assert_eq!(deleted["deleted"], stored.id.as_str());
+
+    // Failures: exit 1 with the gRPC code on standard error; 2 for usage.
+    let missing = vault.vaultctl("api", &["get", "--user", "user-json", "--id", &stored.id]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("(NotFound)"));
+    let usage = vault.vaultctl("api", &["get", "--user", "user-json"]);
+    assert_eq!(usage.status.code(), Some(2));
+}
