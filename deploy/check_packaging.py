@@ -43,10 +43,18 @@ KNOWN_KEYS: dict[str, type] = {
     "max_connections": int,
     "max_call_duration": str,
     "min_free_mib": int,
+    # For trials only; the example mentions them in comments.
+    "dev": bool,
+    "insecure_plaintext": bool,
 }
+NOT_IN_EXAMPLE = {"dev", "insecure_plaintext"}
 
-# Every key must appear in the commented example, so it documents them all.
+# Every other key must appear in the commented example, so it documents them
+# all.
 EXAMPLE_CONFIG = DEPLOY / "vault.toml"
+
+# The server's own list: the fields of its configuration-file struct.
+SERVER_CONFIG_SOURCE = DEPLOY.parent / "vault-server" / "src" / "config.rs"
 
 SECRET_WORDS = re.compile(r"key|keyring|secret|password|passwd|token|\.pem\b|vault-dev", re.I)
 
@@ -83,13 +91,31 @@ def config_problems(path: Path, text: str, *, complete: bool) -> list[str]:
             problems.append(f"{path}: {key} {address!r} is not an IP:PORT address")
 
     if complete:
-        for key in KNOWN_KEYS.keys() - config.keys():
+        for key in sorted(KNOWN_KEYS.keys() - NOT_IN_EXAMPLE - config.keys()):
             problems.append(f"{path}: the example leaves out the key {key!r}")
     return problems
 
 
+def server_keys(source: str) -> set[str] | None:
+    """The field names of `FileConfig` in the server's config.rs, if found."""
+    found = re.search(r"pub struct FileConfig \{(.*?)\n\}", source, re.S)
+    if not found:
+        return None
+    return set(re.findall(r"^\s*(?:pub\s+)?(\w+):", found.group(1), re.M))
+
+
 def check_config(paths: list[str]) -> list[str]:
     problems = []
+    keys = server_keys(SERVER_CONFIG_SOURCE.read_text())
+    if keys is None:
+        problems.append(f"{SERVER_CONFIG_SOURCE}: no FileConfig struct to compare keys with")
+    elif keys != KNOWN_KEYS.keys():
+        missing = sorted(keys - KNOWN_KEYS.keys())
+        extra = sorted(KNOWN_KEYS.keys() - keys)
+        problems.append(
+            f"check_packaging.py: KNOWN_KEYS differs from the server's FileConfig "
+            f"(server only: {missing}, here only: {extra})"
+        )
     for name in paths:
         path = Path(name)
         complete = path.resolve() == EXAMPLE_CONFIG
@@ -395,6 +421,9 @@ def selftest() -> list[str]:
     expect("a string for a bool", broken_config(not_bool), "lock_memory should be a bool")
     no_reserve = config.replace("min_free_mib = 64", "")
     expect("a missing key", broken_config(no_reserve, complete=True), "leaves out the key")
+    server = "pub struct FileConfig {\n    listen: Option<SocketAddr>,\n    new_key: bool,\n}"
+    if server_keys(server) != {"listen", "new_key"}:
+        failures.append("selftest: the server's FileConfig fields are not read correctly")
 
     docker = (DEPLOY / "Dockerfile").read_text()
     ignore = (DEPLOY.parent / ".dockerignore").read_text()
