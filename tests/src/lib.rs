@@ -29,6 +29,7 @@ pub struct TestVault {
     addr: SocketAddr,
     dir: TempDir,
     extra_args: Vec<String>,
+    log_filter: String,
 }
 
 impl TestVault {
@@ -39,14 +40,22 @@ impl TestVault {
 
     /// Starts a server with extra command-line arguments.
     pub fn start_with(extra_args: &[&str]) -> Self {
+        Self::start_logging("debug", extra_args)
+    }
+
+    /// Starts a server whose log is filtered by `filter` (a `RUST_LOG`
+    /// value) instead of the tests' `debug`: benchmarks run it at the
+    /// production default, `info`.
+    pub fn start_logging(filter: &str, extra_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("create a temporary folder");
         let extra_args: Vec<String> = extra_args.iter().map(|arg| arg.to_string()).collect();
-        let (child, addr) = spawn(dir.path(), &extra_args);
+        let (child, addr) = spawn(dir.path(), &extra_args, filter);
         Self {
             child: Some(child),
             addr,
             dir,
             extra_args,
+            log_filter: filter.to_owned(),
         }
     }
 
@@ -209,7 +218,7 @@ impl TestVault {
     /// [`stop`]: TestVault::stop
     pub fn restart(&mut self) {
         self.kill();
-        let (child, addr) = spawn(self.dir.path(), &self.extra_args);
+        let (child, addr) = spawn(self.dir.path(), &self.extra_args, &self.log_filter);
         self.child = Some(child);
         self.addr = addr;
     }
@@ -280,9 +289,10 @@ pub fn python(script: &str, args: &[&str]) -> String {
     String::from_utf8(output.stdout).expect("python printed text")
 }
 
-/// Starts `vault-server --dev` with its data under `root/data` and its log
-/// appended to `root/server.log`, and waits for the address it bound.
-fn spawn(root: &Path, extra_args: &[String]) -> (Child, SocketAddr) {
+/// Starts `vault-server --dev` with its data under `root/data` and its log,
+/// filtered by `log_filter`, appended to `root/server.log`, and waits for the
+/// address it bound.
+fn spawn(root: &Path, extra_args: &[String], log_filter: &str) -> (Child, SocketAddr) {
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -292,7 +302,7 @@ fn spawn(root: &Path, extra_args: &[String]) -> (Child, SocketAddr) {
         .args(["--dev", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(root.join("data"))
         .args(extra_args)
-        .env("RUST_LOG", "debug")
+        .env("RUST_LOG", log_filter)
         .env_remove("VAULT_KEYRING")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
