@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio_stream::Stream;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::{Stream, StreamExt as _};
 use tonic::transport::server::Connected;
 
 use crate::access::Policy;
@@ -104,7 +104,9 @@ pub async fn run(
         }
         None => {
             announce_ready(&settings, bound, "PLAINTEXT (loopback only)")?;
-            serve(service, TcpListenerStream::new(listener), shutdown).await?;
+            let incoming = TcpListenerStream::new(listener)
+                .map(|accepted| accepted.inspect(transport::nodelay));
+            serve(service, incoming, shutdown).await?;
         }
     }
 
