@@ -17,7 +17,9 @@
 //! - `store`: `StoreCredential`, durable on reply, one at a time and with
 //!   N × M writers;
 //! - `sled`: bare sled, insert of the same record bytes plus a shared flush,
-//!   1 writer and N × M writers: the storage floor.
+//!   1 writer and N × M writers: the storage floor; and the same with the
+//!   record and an audit-sized value in one transaction over two trees, the
+//!   shape of the vault's commits.
 //!
 //! and prints throughput and latency percentiles, then the vault's figures as
 //! ratios of the floors.
@@ -34,7 +36,7 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use vault_bench::drive::{self, Stats, Window};
 use vault_bench::echo::{self, v1 as echo_v1};
-use vault_bench::floor;
+use vault_bench::floor::{self, Write};
 use vault_e2e::TestVault;
 use vault_proto::v1;
 use vault_server::credential::{
@@ -203,10 +205,16 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     if runs("sled") {
         let scratch = tempfile::tempdir()?;
         let value = record::encode(&sample_record());
-        let one = floor::writers(&scratch.path().join("one"), 1, &value, window).await;
+        let dir = |name: &str| scratch.path().join(name);
+        let one = floor::writers(&dir("one"), Write::Insert, 1, &value, window).await;
         record("sled 1 writer", "1", one);
-        let many = floor::writers(&scratch.path().join("many"), writers, &value, window).await;
+        let many = floor::writers(&dir("many"), Write::Insert, writers, &value, window).await;
         record("sled N writers", &writers.to_string(), many);
+        let tx_one = floor::writers(&dir("tx-one"), Write::Transaction, 1, &value, window).await;
+        record("sled tx 1 writer", "1", tx_one);
+        let tx_many =
+            floor::writers(&dir("tx-many"), Write::Transaction, writers, &value, window).await;
+        record("sled tx N writers", &writers.to_string(), tx_many);
     }
 
     println!();
@@ -247,6 +255,20 @@ fn print_ratios(results: &BTreeMap<&str, Stats>) {
             "sled 1 writer",
             false,
             "(the floor's own gain)",
+        ),
+        (
+            "store N writers / sled tx N writers, throughput",
+            "store N writers",
+            "sled tx N writers",
+            false,
+            "(against sled with the vault's transaction shape)",
+        ),
+        (
+            "sled tx N writers / sled tx 1 writer, throughput",
+            "sled tx N writers",
+            "sled tx 1 writer",
+            false,
+            "(what group commit can gain with transactions)",
         ),
     ];
     println!();
