@@ -35,6 +35,14 @@ const KEY_USAGE: &str = "key_usage";
 /// Key in [`KEY_USAGE`] present once the counts cover every record. A
 /// database without it (written before the counts were kept, or whose
 /// records were written around the store) is counted once when opened.
+///
+/// The counts are only as good as the writers: every write must go through
+/// a store that keeps them. A database that a vault from before the counts
+/// wrote to after this one had opened it (a downgrade, then an upgrade
+/// again) still carries the mark, with counts that miss those writes, and
+/// the keyring check relies on them to refuse retiring a key that still
+/// seals records. Remove the `key_usage` tree (sled's `drop_tree`) before
+/// such an upgrade, and the next start counts again.
 const USAGE_COMPLETE: &[u8] = b"complete";
 
 /// Records in a sled database on local disk.
