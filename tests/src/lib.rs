@@ -43,8 +43,15 @@ impl TestVault {
 
     /// Starts a server with extra command-line arguments.
     pub fn start_with(extra_args: &[&str]) -> Self {
+        Self::start_logging("debug", extra_args)
+    }
+
+    /// Starts a server whose log is filtered by `filter` (a `RUST_LOG`
+    /// value) instead of the tests' `debug`: benchmarks run it at the
+    /// production default, `info`.
+    pub fn start_logging(filter: &str, extra_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("create a temporary folder");
-        Self::start_in(dir, extra_args, &[])
+        Self::start_in(dir, extra_args, &[("RUST_LOG", filter)])
     }
 
     /// Starts a server with its data in `dir/data` (which the caller may

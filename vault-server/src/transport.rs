@@ -180,12 +180,17 @@ pub fn serve_plaintext(
     ReceiverStream::new(incoming)
 }
 
-/// Accepts one connection; on failure (usually too many open files) logs
-/// and backs off instead of spinning.
+/// Accepts one connection, with Nagle's algorithm off: gRPC replies leave as
+/// several small writes (TLS records of HTTP/2 frames), and with Nagle on a
+/// write waits for the client's delayed ACK of the previous one, which adds
+/// about 40 ms to any reply larger than one segment. On failure (usually too
+/// many open files) logs and backs off instead of spinning.
 async fn accept(listener: &TcpListener) -> Option<(TcpStream, std::net::SocketAddr)> {
     match listener.accept().await {
         Ok(connection) => {
-            let _ = connection.0.set_nodelay(true);
+            if let Err(err) = connection.0.set_nodelay(true) {
+                tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+            }
             Some(connection)
         }
         Err(err) => {

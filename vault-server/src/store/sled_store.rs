@@ -6,7 +6,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use sled::Transactional as _;
-use sled::transaction::{ConflictableTransactionResult, TransactionError, TransactionalTree};
+use sled::transaction::{
+    ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
+    TransactionalTree,
+};
 
 use super::group_commit::GroupCommit;
 use super::{CredentialStore, DecodeError, Replaced, StoreError, record};
@@ -28,6 +31,21 @@ const AUDIT_META: &str = "audit_meta";
 const ANCHOR: &[u8] = b"anchor";
 /// Key in sled's default tree that the health probe rewrites.
 const HEALTH_PROBE: &[u8] = b"health-probe";
+/// Name of the sled tree holding how many records each key version seals:
+/// the version (`u32`, big-endian) maps to the count (`u64`, big-endian).
+const KEY_USAGE: &str = "key_usage";
+/// Key in [`KEY_USAGE`] present once the counts cover every record. A
+/// database without it (written before the counts were kept, or whose
+/// records were written around the store) is counted once when opened.
+///
+/// The counts are only as good as the writers: every write must go through
+/// a store that keeps them. A database that a vault from before the counts
+/// wrote to after this one had opened it (a downgrade, then an upgrade
+/// again) still carries the mark, with counts that miss those writes, and
+/// the keyring check relies on them to refuse retiring a key that still
+/// seals records. Remove the `key_usage` tree (sled's `drop_tree`) before
+/// such an upgrade, and the next start counts again.
+const USAGE_COMPLETE: &[u8] = b"complete";
 
 /// Records in a sled database on local disk.
 ///
@@ -40,9 +58,10 @@ const HEALTH_PROBE: &[u8] = b"health-probe";
 /// That includes a delete that finds nothing, which may be looking at
 /// another delete whose flush is still running.
 ///
-/// The number of records per key version is counted once when the store
-/// opens, from the fixed header of each value, and kept up to date in memory
-/// by every write.
+/// The number of records per key version is kept in its own tree, changed
+/// in the same transaction as the records, so it is exact after any crash
+/// and opening the store reads a few counts instead of every record. A copy
+/// in memory answers [`CredentialStore::key_usage`].
 #[derive(Debug, Clone)]
 pub struct SledStore {
     db: sled::Db,
@@ -50,6 +69,7 @@ pub struct SledStore {
     canaries: sled::Tree,
     audit: sled::Tree,
     audit_meta: sled::Tree,
+    key_usage: sled::Tree,
     head: Arc<Mutex<ChainHead>>,
     sink: Arc<Sink>,
     /// Committed events not yet known to be on disk, in order; they go to
@@ -78,12 +98,12 @@ impl SledStore {
         let canaries = db.open_tree(CANARIES)?;
         let audit = db.open_tree(AUDIT)?;
         let audit_meta = db.open_tree(AUDIT_META)?;
+        let key_usage = db.open_tree(KEY_USAGE)?;
 
-        let mut usage = BTreeMap::new();
-        for value in credentials.iter().values() {
-            let version = record::key_version(&value?).map_err(StoreError::Corrupt)?;
-            *usage.entry(version).or_default() += 1;
-        }
+        let usage = match read_usage(&key_usage)? {
+            Some(usage) => usage,
+            None => count_usage(&credentials, &key_usage)?,
+        };
         let head = match audit.last()? {
             Some((key, value)) => {
                 ChainHead::after(&audit::decode(&key, &value).map_err(corrupt_audit)?)
@@ -99,6 +119,7 @@ impl SledStore {
             canaries,
             audit,
             audit_meta,
+            key_usage,
             head: Arc::new(Mutex::new(head)),
             sink: Arc::new(sink),
             unflushed: Arc::default(),
@@ -164,17 +185,23 @@ impl SledStore {
     /// Commits `change` to the records and, if it changed something (returned
     /// `Some`), `event` to the audit trail, in one transaction. `change` must
     /// write nothing when it returns `None`.
+    /// Commits `change` to the records and their per-version counts and, if
+    /// it changed something (returned `Some`), `event` to the audit trail, in
+    /// one transaction. `change` must write nothing when it returns `None`.
     fn commit<T>(
         &self,
         event: &AuditEvent,
-        change: impl Fn(&TransactionalTree) -> ConflictableTransactionResult<Option<T>, ()>,
+        change: impl Fn(
+            &TransactionalTree,
+            &UsageCounts<'_>,
+        ) -> ConflictableTransactionResult<Option<T>, ()>,
     ) -> Result<Option<T>, StoreError> {
         let mut head = self.head.lock().unwrap_or_else(PoisonError::into_inner);
         let (chained, value) = head.append(event);
         let key = audit::key(chained.seq);
-        let changed = (&self.credentials, &self.audit)
-            .transaction(|(credentials, audit)| {
-                let changed = change(credentials)?;
+        let changed = (&self.credentials, &self.audit, &self.key_usage)
+            .transaction(|(credentials, audit, key_usage)| {
+                let changed = change(credentials, &UsageCounts(key_usage))?;
                 if changed.is_some() {
                     audit.insert(&key, value.as_slice())?;
                 }
@@ -207,9 +234,11 @@ impl SledStore {
 }
 
 /// Inside a transaction: replaces `current` by `new` if it is stored
-/// unchanged. Returns whether it did.
+/// unchanged, and moves it between key versions in the counts. Returns
+/// whether it did.
 fn swap(
     credentials: &TransactionalTree,
+    counts: &UsageCounts<'_>,
     current: &Record,
     new: &Record,
 ) -> ConflictableTransactionResult<bool, ()> {
@@ -219,7 +248,100 @@ fn swap(
         return Ok(false);
     }
     credentials.insert(key, record::encode(new))?;
+    counts.moved(
+        Some(current.secret.key_version),
+        Some(new.secret.key_version),
+    )?;
     Ok(true)
+}
+
+/// The per-version record counts, inside a transaction.
+struct UsageCounts<'a>(&'a TransactionalTree);
+
+impl UsageCounts<'_> {
+    /// Moves one record from key version `from` (none for a new record) to
+    /// `to` (none for a removed one).
+    fn moved(&self, from: Option<u32>, to: Option<u32>) -> ConflictableTransactionResult<(), ()> {
+        if from == to {
+            return Ok(());
+        }
+        if let Some(from) = from {
+            self.add(from, -1)?;
+        }
+        if let Some(to) = to {
+            self.add(to, 1)?;
+        }
+        Ok(())
+    }
+
+    fn add(&self, version: u32, delta: i64) -> ConflictableTransactionResult<(), ()> {
+        let key = version.to_be_bytes();
+        let count = match self.0.get(key)? {
+            Some(value) => decode_count(&value).ok_or(ConflictableTransactionError::Abort(()))?,
+            None => 0,
+        };
+        match count.saturating_add_signed(delta) {
+            0 => self.0.remove(&key)?,
+            count => self.0.insert(&key, &count.to_be_bytes())?,
+        };
+        Ok(())
+    }
+}
+
+fn decode_count(value: &[u8]) -> Option<u64> {
+    value.try_into().ok().map(u64::from_be_bytes)
+}
+
+/// The stored counts, or `None` if they do not cover every record.
+fn read_usage(key_usage: &sled::Tree) -> Result<Option<BTreeMap<u32, u64>>, StoreError> {
+    if key_usage.get(USAGE_COMPLETE)?.is_none() {
+        return Ok(None);
+    }
+    let corrupt = || {
+        StoreError::Corrupt(DecodeError::Invalid(InvalidField::new(
+            "key_usage",
+            "not a version and a count",
+        )))
+    };
+    let mut usage = BTreeMap::new();
+    for entry in key_usage.iter() {
+        let (key, value) = entry?;
+        if key == USAGE_COMPLETE {
+            continue;
+        }
+        let version = <[u8; 4]>::try_from(key.as_ref()).map_err(|_| corrupt())?;
+        let count = decode_count(&value).ok_or_else(corrupt)?;
+        usage.insert(u32::from_be_bytes(version), count);
+    }
+    Ok(Some(usage))
+}
+
+/// Counts the records of each key version from their headers and stores
+/// the counts, replacing whatever was there, in one atomic batch. Runs
+/// before the store serves anything, so no write can slip in between.
+fn count_usage(
+    credentials: &sled::Tree,
+    key_usage: &sled::Tree,
+) -> Result<BTreeMap<u32, u64>, StoreError> {
+    let mut usage: BTreeMap<u32, u64> = BTreeMap::new();
+    for value in credentials.iter().values() {
+        let version = record::key_version(&value?).map_err(StoreError::Corrupt)?;
+        *usage.entry(version).or_default() += 1;
+    }
+    let mut batch = sled::Batch::default();
+    for key in key_usage.iter().keys() {
+        batch.remove(key?);
+    }
+    for (version, count) in &usage {
+        batch.insert(&version.to_be_bytes(), &count.to_be_bytes());
+    }
+    batch.insert(USAGE_COMPLETE, &[1]);
+    key_usage.apply_batch(batch)?;
+    tracing::info!(
+        versions = usage.len(),
+        "counted the records of each key version"
+    );
+    Ok(usage)
 }
 
 /// Our transactions never abort on purpose, so a failure is sled's.
@@ -266,11 +388,12 @@ impl CredentialStore for SledStore {
     async fn insert(&self, new: &Record, audit: &AuditEvent) -> Result<bool, StoreError> {
         let key = record::key(&new.owner, &new.id);
         let value = record::encode(new);
-        let inserted = self.commit(audit, |credentials| {
+        let inserted = self.commit(audit, |credentials, counts| {
             if credentials.get(&key)?.is_some() {
                 return Ok(None);
             }
             credentials.insert(key.as_slice(), value.as_slice())?;
+            counts.moved(None, Some(new.secret.key_version))?;
             Ok(Some(()))
         })?;
         if inserted.is_some() {
@@ -320,8 +443,8 @@ impl CredentialStore for SledStore {
         audit: &AuditEvent,
     ) -> Result<Replaced, StoreError> {
         debug_assert_eq!((&current.owner, current.id), (&new.owner, new.id));
-        let swapped = self.commit(audit, |credentials| {
-            Ok(swap(credentials, current, new)?.then_some(()))
+        let swapped = self.commit(audit, |credentials, counts| {
+            Ok(swap(credentials, counts, current, new)?.then_some(()))
         })?;
         if swapped.is_some() {
             self.count_move(
@@ -344,8 +467,12 @@ impl CredentialStore for SledStore {
         audit: &AuditEvent,
     ) -> Result<bool, StoreError> {
         let key = record::key(owner, id);
-        let removed = self.commit(audit, |credentials| {
-            Ok(credentials.remove(key.as_slice())?.map(|old| old.to_vec()))
+        let removed = self.commit(audit, |credentials, counts| {
+            let Some(old) = credentials.remove(key.as_slice())? else {
+                return Ok(None);
+            };
+            counts.moved(record::key_version(&old).ok(), None)?;
+            Ok(Some(old.to_vec()))
         })?;
         if let Some(removed) = &removed {
             self.count_move(record::key_version(removed).ok(), None);
@@ -363,11 +490,13 @@ impl CredentialStore for SledStore {
         let mut event = audit.clone();
         event.detail = format!("deleted={}", keys.len());
         let versions = self
-            .commit(&event, |credentials| {
+            .commit(&event, |credentials, counts| {
                 let mut versions = Vec::with_capacity(keys.len());
                 for key in &keys {
                     if let Some(old) = credentials.remove(key)? {
-                        versions.push(record::key_version(&old).ok());
+                        let version = record::key_version(&old).ok();
+                        counts.moved(version, None)?;
+                        versions.push(version);
                     }
                 }
                 Ok(Some(versions))
@@ -419,10 +548,10 @@ impl CredentialStore for SledStore {
         audit: &AuditEvent,
     ) -> Result<usize, StoreError> {
         let swapped = self
-            .commit(audit, |credentials| {
+            .commit(audit, |credentials, counts| {
                 let mut swapped = Vec::with_capacity(pairs.len());
                 for (current, new) in pairs {
-                    swapped.push(swap(credentials, current, new)?);
+                    swapped.push(swap(credentials, counts, current, new)?);
                 }
                 Ok(swapped.contains(&true).then_some(swapped))
             })?
@@ -514,7 +643,7 @@ impl CredentialStore for SledStore {
                         audit.remove(&audit::key(event.seq))?;
                     }
                     meta.insert(ANCHOR, anchor.as_slice())?;
-                    Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+                    Ok::<_, ConflictableTransactionError<()>>(())
                 })
                 .map_err(transaction_failed)?;
             pruned += batch.len() as u64;
@@ -696,7 +825,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn key_usage_follows_every_write_and_is_recounted_on_open() {
+    async fn key_usage_follows_every_write_and_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let expected = {
             let store = reopen(dir.path());
@@ -717,6 +846,64 @@ mod tests {
         };
         assert_eq!(expected, BTreeMap::from([(3, 1)]));
         assert_eq!(reopen(dir.path()).key_usage(), expected);
+    }
+
+    /// Opens the bare sled database in `dir` once the store let go of it.
+    fn open_raw(dir: &Path) -> sled::Db {
+        for _ in 0..50 {
+            match sled::open(dir) {
+                Ok(db) => return db,
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
+        sled::open(dir).unwrap()
+    }
+
+    #[tokio::test]
+    async fn key_usage_is_read_from_its_tree_not_recounted() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = reopen(dir.path());
+            store.insert(&under(1, "u"), &event()).await.unwrap();
+        }
+        {
+            // A count no record backs: only a store that reads the tree sees it.
+            let db = open_raw(dir.path());
+            let counts = db.open_tree(KEY_USAGE).unwrap();
+            counts
+                .insert(7u32.to_be_bytes(), &5u64.to_be_bytes())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        assert_eq!(
+            reopen(dir.path()).key_usage(),
+            BTreeMap::from([(1, 1), (7, 5)])
+        );
+    }
+
+    #[tokio::test]
+    async fn key_usage_is_counted_again_when_its_tree_is_incomplete() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = reopen(dir.path());
+            for r in [under(1, "u"), under(1, "v"), under(2, "w")] {
+                store.insert(&r, &event()).await.unwrap();
+            }
+        }
+        {
+            // As after records written around the store: a stale count, no
+            // completeness mark.
+            let db = open_raw(dir.path());
+            let counts = db.open_tree(KEY_USAGE).unwrap();
+            counts.remove(USAGE_COMPLETE).unwrap();
+            counts
+                .insert(1u32.to_be_bytes(), &9u64.to_be_bytes())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let expected = BTreeMap::from([(1, 2), (2, 1)]);
+        assert_eq!(reopen(dir.path()).key_usage(), expected);
+        assert_eq!(reopen(dir.path()).key_usage(), expected, "and kept");
     }
 
     #[tokio::test]
