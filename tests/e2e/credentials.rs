@@ -178,12 +178,16 @@ async fn update_replaces_fields_and_secret_and_erase_removes_only_that_user() {
         .store("carol", odoo(1), b"old-password")
         .await
         .unwrap();
+    // A new database and username at the same URL keep the password.
+    let renamed = vault_client::OdooConnection {
+        url: odoo(1).url,
+        ..odoo(2)
+    };
     let moved = vault
-        .update("carol", &original.id, Some(odoo(2)), None)
+        .update("carol", &original.id, Some(renamed.clone()), None)
         .await
         .unwrap();
     assert_eq!(moved.id, original.id);
-    assert_eq!(moved.fields, vault_e2e_fields(2));
     assert_eq!(moved.created_at, original.created_at);
     let secret = vault
         .decrypt("carol", &original.id, Purpose::ConnectionTest)
@@ -191,8 +195,29 @@ async fn update_replaces_fields_and_secret_and_erase_removes_only_that_user() {
         .unwrap();
     assert_eq!(secret.expose_secret(), b"old-password");
 
+    // A new URL without the password is refused: it would send the stored
+    // password to an address it was never given for.
+    let refused = vault
+        .update("carol", &original.id, Some(odoo(2)), None)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(tonic::Code::InvalidArgument));
+    assert!(
+        refused
+            .to_string()
+            .contains("secret: required when the URL changes"),
+        "{refused}"
+    );
+    let unchanged = vault_proto::v1::CredentialFields {
+        kind: Some(vault_proto::v1::credential_fields::Kind::Odoo(renamed)),
+    };
+    assert_eq!(
+        vault.get("carol", &original.id).await.unwrap().fields,
+        Some(unchanged)
+    );
+
     vault
-        .update("carol", &original.id, None, Some(b"new-password"))
+        .update("carol", &original.id, Some(odoo(2)), Some(b"new-password"))
         .await
         .unwrap();
     let secret = vault

@@ -9,6 +9,9 @@ use std::process::Command;
 
 use secrecy::ExposeSecret as _;
 use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 use vault_client::{ClientError, Purpose, VaultClient};
 use vault_e2e::{TestVault, odoo};
 
@@ -152,6 +155,24 @@ async fn a_disk_that_fills_up_or_turns_read_only_damages_nothing() {
     eprintln!("the full disk refused store {} : {refused}", more.len());
     assert_eq!(refused.code(), Some(Code::Unavailable), "{refused:?}");
     drop(client);
+
+    // The health service notices within its probe interval.
+    let mut health = HealthClient::new(vault.channel_as("api").await);
+    let mut status = ServingStatus::Serving;
+    for _ in 0..30 {
+        let reply = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap();
+        status = reply.into_inner().status();
+        if status == ServingStatus::NotServing {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert_eq!(status, ServingStatus::NotServing);
 
     // Space is freed; after a restart everything acknowledged is there.
     disk.remount("size=128m");

@@ -208,3 +208,41 @@ async fn decrypted_secrets_do_not_linger_in_server_memory() {
     );
     assert_eq!(after, 0, "copies of a decrypted secret outlive its calls");
 }
+
+#[tokio::test]
+async fn a_keyring_from_systemd_credentials_may_be_group_readable_there_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let mut vault = TestVault::start();
+    vault.stop();
+    // What LoadCredential= may hand over: a 0440 copy in the service's
+    // credentials folder.
+    let credentials = tempfile::tempdir().unwrap();
+    let copy = credentials.path().join("keyring");
+    fs::copy(vault.keyring_path(), &copy).unwrap();
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o440)).unwrap();
+    let copy = copy.to_str().unwrap().to_owned();
+    let folder = credentials.path().to_str().unwrap().to_owned();
+
+    vault.restart_with(&["--keyring", &copy], &[("CREDENTIALS_DIRECTORY", &folder)]);
+    vault.client().await.list("nobody").await.unwrap();
+
+    // The same file anywhere else is refused as readable by its group.
+    vault.stop();
+    let refused = std::process::Command::new(vault_e2e::server_binary())
+        .args([
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--keyring",
+            &copy,
+            "--data-dir",
+        ])
+        .arg(vault.data_dir())
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("group or others"), "{stderr}");
+}

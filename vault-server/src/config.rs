@@ -293,12 +293,11 @@ impl FileConfig {
             health_listen,
             metrics_listen,
         );
-        if let Some(duration) = self.max_call_duration {
-            if unset("max_call_duration") {
-                if let Ok(duration) = humantime::parse_duration(&duration) {
-                    args.max_call_duration = duration;
-                }
-            }
+        if let Some(duration) = self.max_call_duration
+            && unset("max_call_duration")
+            && let Ok(duration) = humantime::parse_duration(&duration)
+        {
+            args.max_call_duration = duration;
         }
     }
 }

@@ -35,4 +35,5 @@ pub mod reload;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod telemetry;
 pub mod transport;

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_stream::Stream;
+use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::server::Connected;
 
 use crate::access::Policy;
@@ -87,6 +88,22 @@ pub async fn run(
         spawn_audit_pruning(store.clone(), retention);
     }
 
+    if let Some(addr) = settings.metrics_listen {
+        crate::telemetry::serve(addr).with_context(|| format!("cannot serve metrics on {addr}"))?;
+        announce(&format!("metrics on http://{addr}/metrics"))?;
+    }
+    let health = Health::start(store.clone());
+    if let Some(addr) = settings.health_listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot serve health checks on {addr}"))?;
+        announce(&format!(
+            "health checks (plaintext gRPC) on {}",
+            listener.local_addr()?
+        ))?;
+        health.serve_plaintext(listener);
+    }
+
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -107,12 +124,12 @@ pub async fn run(
         Some(config) => {
             announce_ready(&settings, bound, "mutual TLS")?;
             let incoming = transport::serve_tls(listener, config, slots);
-            serve(service, &settings, incoming, shutdown).await?;
+            serve(service, &health, &settings, incoming, shutdown).await?;
         }
         None => {
             announce_ready(&settings, bound, "PLAINTEXT (loopback only)")?;
             let incoming = transport::serve_plaintext(listener, slots);
-            serve(service, &settings, incoming, shutdown).await?;
+            serve(service, &health, &settings, incoming, shutdown).await?;
         }
     }
 
@@ -126,6 +143,7 @@ pub async fn run(
 /// connection must not hold the process forever.
 async fn serve<IO>(
     service: VaultService<SledStore>,
+    health: &Health,
     settings: &Settings,
     incoming: impl Stream<Item = io::Result<IO>> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -149,6 +167,9 @@ where
         .layer(CallLimitsLayer::new(settings.max_call_duration))
         .add_service(vault.max_decoding_message_size(limits::MAX_REQUEST_BYTES))
         .add_service(admin.max_decoding_message_size(limits::MAX_ADMIN_REQUEST_BYTES))
+        .add_service(health.service())
+        .add_service(reflection_v1()?)
+        .add_service(reflection_v1alpha()?)
         .serve_with_incoming_shutdown(incoming, shutdown);
     let grace_expired = async {
         match stopped.await {
@@ -164,6 +185,110 @@ where
         }
     }
 }
+
+/// gRPC server reflection (`grpc.reflection.v1`), so that tools such as
+/// grpcurl can list and describe the API without the proto files.
+fn reflection_v1() -> anyhow::Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(vault_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("cannot build the reflection service")
+}
+
+/// The older reflection protocol, which some tools still ask for first.
+fn reflection_v1alpha() -> anyhow::Result<
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(vault_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .context("cannot build the reflection service")
+}
+
+/// How often the store's writability is probed for the health service and
+/// the metrics sampled.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The gRPC health service (`grpc.health.v1`). It reports SERVING for the
+/// server ("") and both services once the store is open and the keyring
+/// verified (it is started only then), and NOT_SERVING while the store
+/// refuses writes: a probe write and flush every few seconds tells.
+struct Health {
+    reporter: tonic_health::server::HealthReporter,
+    service: tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
+}
+
+impl Health {
+    /// Starts reporting on `store`.
+    fn start(store: SledStore) -> Self {
+        let reporter = tonic_health::server::HealthReporter::new();
+        let service = tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
+        );
+        let monitor = reporter.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(HEALTH_INTERVAL);
+            let mut was_writable = None;
+            loop {
+                ticks.tick().await;
+                let probe = {
+                    let store = store.clone();
+                    tokio::task::spawn_blocking(move || store.probe_writable()).await
+                };
+                let writable = matches!(probe, Ok(Ok(())));
+                if was_writable != Some(writable) {
+                    let status = if writable {
+                        tracing::info!("health: serving");
+                        tonic_health::ServingStatus::Serving
+                    } else {
+                        tracing::error!(?probe, "health: the store refuses writes; not serving");
+                        tonic_health::ServingStatus::NotServing
+                    };
+                    for name in HEALTH_NAMES {
+                        monitor.set_service_status(name, status).await;
+                    }
+                    was_writable = Some(writable);
+                }
+                crate::telemetry::sample(&store, writable);
+            }
+        });
+        Self { reporter, service }
+    }
+
+    /// The health service, for a server's router.
+    fn service(
+        &self,
+    ) -> tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService> {
+        self.service.clone()
+    }
+
+    /// Serves only the health service, in plaintext, on `listener`.
+    fn serve_plaintext(&self, listener: TcpListener) {
+        let service = self.service();
+        let _keep = self.reporter.clone();
+        tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(TcpListenerStream::new(listener))
+                .await;
+            if let Err(err) = served {
+                tracing::error!(error = %err, "the health listener failed");
+            }
+        });
+    }
+}
+
+/// The names the health service answers for: the whole server and each
+/// service.
+const HEALTH_NAMES: [&str; 3] = ["", "vault.v1.Vault", "vault.v1.Admin"];
 
 fn announce_ready(settings: &Settings, bound: std::net::SocketAddr, mode: &str) -> io::Result<()> {
     announce(&format!("data in {}", settings.data_dir.display()))?;

@@ -190,6 +190,13 @@ impl fmt::Debug for LegacyKey {
     }
 }
 
+/// Whether `path` lies in the folder systemd hands a service its
+/// credentials in (`$CREDENTIALS_DIRECTORY`).
+fn in_systemd_credentials(path: &Path) -> bool {
+    std::env::var_os("CREDENTIALS_DIRECTORY")
+        .is_some_and(|dir| !dir.is_empty() && path.starts_with(Path::new(&dir)))
+}
+
 impl Keyring {
     /// Reads and parses the keyring file at `path`, refusing a file that
     /// users other than its owner can read.
@@ -205,7 +212,15 @@ impl Keyring {
                 .map_err(read_error)?
                 .permissions()
                 .mode();
-            if mode & 0o077 != 0 {
+            // systemd's LoadCredential= copies may show as 0440 (root-owned,
+            // with an access list for the service's user) on a private,
+            // read-only mount: group bits there are systemd's, not a leak.
+            let forbidden = if in_systemd_credentials(path) {
+                0o007
+            } else {
+                0o077
+            };
+            if mode & forbidden != 0 {
                 return Err(KeyringError::TooOpen {
                     path: path.display().to_string(),
                     mode: mode & 0o777,

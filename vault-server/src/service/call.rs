@@ -128,6 +128,16 @@ impl Call {
         result
     }
 
+    /// Counts the finished call in the metrics, and the secret it handed
+    /// out if it was a decrypt that succeeded.
+    fn count(&self, outcome: &str, elapsed: std::time::Duration) {
+        let event = self.event.lock().unwrap_or_else(PoisonError::into_inner);
+        crate::telemetry::call_finished(&event.operation, outcome, elapsed);
+        if event.operation == "decrypt" && outcome == "Ok" {
+            crate::telemetry::decrypted(&event.purpose, &event.caller);
+        }
+    }
+
     fn is_recorded(&self) -> bool {
         *self.recorded.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -218,6 +228,7 @@ impl<S: CredentialStore + Clone> VaultService<S> {
             append.instrument(call.span.clone()).await.err()
         };
         let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        call.count(&outcome, started.elapsed());
 
         // The span is entered only now, with no await left before it ends.
         let _entered = call.span.enter();

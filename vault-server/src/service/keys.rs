@@ -182,6 +182,7 @@ impl<S: CredentialStore + Clone> Rotation<S> {
             event.detail = format!("target_version={target} batch={}", pairs.len());
             report.done += self.store.replace_batch(&pairs, &event).await? as u64;
             report.failed += failed;
+            crate::telemetry::rotation_progress(report.done, report.total);
             self.send(&report).await;
 
             match next {

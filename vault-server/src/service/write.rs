@@ -5,7 +5,7 @@ use vault_proto::v1;
 use super::call::Call;
 use super::error::ServiceError;
 use super::{VaultService, convert};
-use crate::credential::{CredentialId, InvalidField, Record, UnixMillis};
+use crate::credential::{CredentialId, Fields, InvalidField, Record, UnixMillis};
 use crate::crypto::sealing::RecordBinding;
 use crate::store::{CredentialStore, Replaced};
 
@@ -100,6 +100,14 @@ impl<S: CredentialStore + Clone> VaultService<S> {
                     )
                     .into());
                 }
+                if sealed.is_none() && moves_the_secret(&current.fields, fields) {
+                    return Err(InvalidField::new(
+                        "secret",
+                        "required when the URL changes: a stored password is never sent to an \
+                         address it was not given for; send it again with the new URL",
+                    )
+                    .into());
+                }
                 updated.fields = fields.clone();
             }
             if let Some(sealed) = &sealed {
@@ -118,5 +126,15 @@ impl<S: CredentialStore + Clone> VaultService<S> {
             }
         }
         Err(ServiceError::Contended)
+    }
+}
+
+/// Whether `new` fields would send the stored secret somewhere else than
+/// `old` ones: a new URL. Someone allowed to update a credential could
+/// otherwise point it at their own server and have the next sync deliver
+/// the password there.
+fn moves_the_secret(old: &Fields, new: &Fields) -> bool {
+    match (old, new) {
+        (Fields::Odoo(old), Fields::Odoo(new)) => old.url() != new.url(),
     }
 }

@@ -15,7 +15,7 @@ pub use self::snapshot::{Restoring, Snapshot, Tree, decode_audit_meta};
 use super::{CredentialStore, DecodeError, Replaced, StoreError, record};
 use crate::audit::sink::Sink;
 use crate::audit::{self, AuditEvent, ChainHead, ChainedEvent, Verification};
-use crate::credential::{CredentialId, InvalidField, Record, UserId};
+use crate::credential::{CredentialId, InvalidField, Record, UnixMillis, UserId};
 use crate::crypto::fernet::Token;
 
 /// Name of the sled tree holding credential records.
@@ -29,6 +29,8 @@ const AUDIT_META: &str = "audit_meta";
 /// Key of the anchor in [`AUDIT_META`]: number and digest of the last
 /// pruned event.
 const ANCHOR: &[u8] = b"anchor";
+/// Key in sled's default tree that the health probe rewrites.
+const HEALTH_PROBE: &[u8] = b"health-probe";
 
 /// Records in a sled database on local disk.
 ///
@@ -152,6 +154,22 @@ impl SledStore {
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
+    }
+
+    /// Whether the database still takes writes: writes and flushes a probe
+    /// value outside the records. After an I/O error sled refuses every
+    /// write until it is reopened, and this reports that.
+    pub fn probe_writable(&self) -> Result<(), StoreError> {
+        self.db
+            .insert(HEALTH_PROBE, &UnixMillis::now().0.to_be_bytes())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The number of the last audit event: the length of the chain,
+    /// pruned events included.
+    pub fn audit_length(&self) -> u64 {
+        self.head.lock().unwrap_or_else(PoisonError::into_inner).seq
     }
 
     /// Commits `change` to the records and, if it changed something (returned

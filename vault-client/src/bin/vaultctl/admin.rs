@@ -55,34 +55,45 @@ pub enum AuditCommand {
         /// At most this many events.
         #[arg(long, default_value_t = 1000)]
         limit: usize,
-        /// One JSON object per line instead of a table.
-        #[arg(long)]
-        json: bool,
     },
 }
 
 /// Runs an audit command. Returns false when `verify` found the chain broken.
-pub async fn audit(vault: &VaultClient, command: AuditCommand) -> anyhow::Result<bool> {
+pub async fn audit(vault: &VaultClient, command: AuditCommand, json: bool) -> anyhow::Result<bool> {
     match command {
         AuditCommand::Verify { expect } => {
             let report = vault.verify_audit().await?;
+            let mut problem = (!report.intact).then(|| {
+                format!(
+                    "audit trail BROKEN at event {}: {}",
+                    report.broken_seq, report.broken_reason
+                )
+            });
+            if problem.is_none()
+                && let Some(expect) = expect
+                && let Some(missing) = check_expected(vault, &expect, report.head_seq).await?
+            {
+                problem = Some(format!("audit trail BROKEN: {missing}"));
+            }
+            if json {
+                crate::print_json(&serde_json::json!({
+                    "intact": problem.is_none(),
+                    "checked": report.checked,
+                    "head_seq": report.head_seq,
+                    "head_digest": report.head_digest,
+                    "pruned_through": report.pruned_through,
+                    "problem": problem,
+                }))?;
+                return Ok(problem.is_none());
+            }
             if report.pruned_through > 0 {
                 println!(
                     "events 1 to {} were pruned under the retention setting",
                     report.pruned_through
                 );
             }
-            if !report.intact {
-                println!(
-                    "audit trail BROKEN at event {}: {}",
-                    report.broken_seq, report.broken_reason
-                );
-                return Ok(false);
-            }
-            if let Some(expect) = expect
-                && let Some(problem) = check_expected(vault, &expect, report.head_seq).await?
-            {
-                println!("audit trail BROKEN: {problem}");
+            if let Some(problem) = problem {
+                println!("{problem}");
                 return Ok(false);
             }
             println!(
@@ -99,7 +110,6 @@ pub async fn audit(vault: &VaultClient, command: AuditCommand) -> anyhow::Result
             caller,
             operation,
             limit,
-            json,
         } => {
             let time = |text: Option<String>| -> anyhow::Result<Option<prost_types::Timestamp>> {
                 text.map(|text| {
@@ -229,7 +239,25 @@ fn print_event(
 }
 
 /// Prints the key versions and legacy keys.
-pub fn print_keys(keys: &ListKeysResponse) -> io::Result<()> {
+pub fn print_keys(keys: &ListKeysResponse, json: bool) -> io::Result<()> {
+    if json {
+        let versions: Vec<serde_json::Value> = keys
+            .keys
+            .iter()
+            .map(|key| {
+                serde_json::json!({
+                    "version": key.version, "fingerprint": key.fingerprint,
+                    "primary": key.primary, "records": key.records,
+                })
+            })
+            .collect();
+        let legacy: Vec<serde_json::Value> = keys
+            .legacy_keys
+            .iter()
+            .map(|key| serde_json::json!({ "name": key.name, "fingerprint": key.fingerprint }))
+            .collect();
+        return crate::print_json(&serde_json::json!({ "keys": versions, "legacy_keys": legacy }));
+    }
     let mut out = io::stdout().lock();
     writeln!(
         out,
@@ -255,10 +283,14 @@ pub fn print_keys(keys: &ListKeysResponse) -> io::Result<()> {
 }
 
 /// Runs a rotation, drawing its progress, and prints a summary.
-pub async fn rotate(vault: &VaultClient, batch_size: u32) -> anyhow::Result<()> {
+pub async fn rotate(vault: &VaultClient, batch_size: u32, json: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut progress = vault.rotate(batch_size).await?;
-    let bar = ProgressBar::new(0);
+    let bar = if json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
     bar.set_style(
         ProgressStyle::with_template(
             "{spinner} [{bar:40}] {pos}/{len} records  {per_sec}  eta {eta}",
@@ -293,11 +325,18 @@ pub async fn rotate(vault: &VaultClient, batch_size: u32) -> anyhow::Result<()> 
     } else {
         0.0
     };
-    println!(
-        "rotated {} record(s) to key version {} in {seconds:.1}s ({rate:.0}/s); {} could not \
-         be opened",
-        report.done, report.target_version, report.failed
-    );
+    if json {
+        crate::print_json(&serde_json::json!({
+            "target_version": report.target_version, "done": report.done,
+            "failed": report.failed, "seconds": seconds,
+        }))?;
+    } else {
+        println!(
+            "rotated {} record(s) to key version {} in {seconds:.1}s ({rate:.0}/s); {} could \
+             not be opened",
+            report.done, report.target_version, report.failed
+        );
+    }
     anyhow::ensure!(
         report.failed == 0,
         "{} record(s) could not be opened and stay under their old key; see the server log",
@@ -373,7 +412,7 @@ fn read_rows(file: &Path) -> anyhow::Result<(Vec<ImportRow>, Vec<Rejection>)> {
 
 /// Imports `file` and prints the report. Returns whether every row was
 /// imported or skipped.
-pub async fn import(vault: &VaultClient, file: &Path) -> anyhow::Result<bool> {
+pub async fn import(vault: &VaultClient, file: &Path, json: bool) -> anyhow::Result<bool> {
     let (rows, mut rejected) = read_rows(file)?;
     let (mut imported, mut skipped) = (0, 0);
     let mut rows = rows.into_iter().peekable();
@@ -386,6 +425,16 @@ pub async fn import(vault: &VaultClient, file: &Path) -> anyhow::Result<bool> {
     }
     rejected.sort();
 
+    if json {
+        let rejected_rows: Vec<serde_json::Value> = rejected
+            .iter()
+            .map(|(line, reason)| serde_json::json!({ "line": line, "reason": reason }))
+            .collect();
+        crate::print_json(&serde_json::json!({
+            "imported": imported, "skipped": skipped, "rejected": rejected_rows,
+        }))?;
+        return Ok(rejected.is_empty());
+    }
     let mut out = io::stdout().lock();
     writeln!(
         out,

@@ -26,9 +26,18 @@ use zeroize::Zeroizing;
     name = "vaultctl",
     version,
     about = "Command line of the credential vault: store, list, decrypt and delete credentials, \
-             and generate keys"
+             and generate keys",
+    after_help = "Exit status: 0 done; 1 failed (the reason is on standard error, with the \
+                  gRPC code in parentheses); 2 bad command line; 3 import rows rejected; 4 audit \
+                  trail broken."
 )]
 struct Cli {
+    /// Print results as JSON for scripts (one object, or one per line for
+    /// `audit list`) instead of tables. `decrypt` always prints the bare
+    /// secret.
+    #[arg(long, global = true)]
+    json: bool,
+
     /// Address of the vault server (host:port).
     #[arg(
         long,
@@ -292,7 +301,7 @@ async fn run(cli: Cli) -> anyhow::Result<Done> {
                 username: odoo.username,
             };
             let stored = vault.store(&user.user_id, odoo, &secret).await?;
-            print_credential(&stored)?;
+            print_credential(&stored, cli.json)?;
         }
         Command::Update {
             target,
@@ -318,17 +327,17 @@ async fn run(cli: Cli) -> anyhow::Result<Done> {
                     secret.as_ref().map(|s| s.as_slice()),
                 )
                 .await?;
-            print_credential(&updated)?;
+            print_credential(&updated, cli.json)?;
         }
         Command::Get { target } => {
             let credential = vault
                 .get(&target.user.user_id, &target.credential_id)
                 .await?;
-            print_credential(&credential)?;
+            print_credential(&credential, cli.json)?;
         }
         Command::List { user } => {
             let credentials = vault.list(&user.user_id).await?;
-            print_list(&credentials)?;
+            print_list(&credentials, cli.json)?;
         }
         Command::Decrypt { target, purpose } => {
             let secret = vault
@@ -345,26 +354,36 @@ async fn run(cli: Cli) -> anyhow::Result<Done> {
             vault
                 .delete(&target.user.user_id, &target.credential_id)
                 .await?;
-            println!("deleted {}", target.credential_id);
+            if cli.json {
+                print_json(&serde_json::json!({ "deleted": target.credential_id }))?;
+            } else {
+                println!("deleted {}", target.credential_id);
+            }
         }
         Command::Erase { user } => {
             let deleted = vault.erase(&user.user_id).await?;
-            println!("erased {deleted} credential(s) of {}", user.user_id);
+            if cli.json {
+                print_json(&serde_json::json!({ "user_id": user.user_id, "erased": deleted }))?;
+            } else {
+                println!("erased {deleted} credential(s) of {}", user.user_id);
+            }
         }
-        Command::Keys => admin::print_keys(&vault.list_keys().await?)?,
+        Command::Keys => admin::print_keys(&vault.list_keys().await?, cli.json)?,
         Command::ReloadKeys => {
             let keys = vault.reload_keyring().await?;
-            println!("keyring reloaded");
-            admin::print_keys(&keys)?;
+            if !cli.json {
+                println!("keyring reloaded");
+            }
+            admin::print_keys(&keys, cli.json)?;
         }
-        Command::Rotate { batch_size } => admin::rotate(&vault, batch_size).await?,
+        Command::Rotate { batch_size } => admin::rotate(&vault, batch_size, cli.json).await?,
         Command::Import { file } => {
-            if !admin::import(&vault, &file).await? {
+            if !admin::import(&vault, &file, cli.json).await? {
                 return Ok(Done::WithRejections);
             }
         }
         Command::Audit(command) => {
-            if !admin::audit(&vault, command).await? {
+            if !admin::audit(&vault, command, cli.json).await? {
                 return Ok(Done::AuditBroken);
             }
         }
@@ -435,7 +454,33 @@ fn read_secret() -> anyhow::Result<Zeroizing<Vec<u8>>> {
     Ok(secret)
 }
 
-fn print_credential(credential: &Credential) -> io::Result<()> {
+/// Prints one value as a line of JSON.
+pub(crate) fn print_json(value: &serde_json::Value) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{value}")?;
+    out.flush()
+}
+
+fn credential_json(credential: &Credential) -> serde_json::Value {
+    let mut value = serde_json::json!({
+        "id": credential.id,
+        "user_id": credential.user_id,
+        "created_at": time_text(credential.created_at.as_ref()),
+        "updated_at": time_text(credential.updated_at.as_ref()),
+    });
+    if let Some(Kind::Odoo(odoo)) = credential.fields.as_ref().and_then(|f| f.kind.as_ref()) {
+        value["kind"] = "odoo".into();
+        value["url"] = odoo.url.clone().into();
+        value["database"] = odoo.database.clone().into();
+        value["username"] = odoo.username.clone().into();
+    }
+    value
+}
+
+fn print_credential(credential: &Credential, json: bool) -> io::Result<()> {
+    if json {
+        return print_json(&credential_json(credential));
+    }
     let mut out = io::stdout().lock();
     writeln!(out, "id        {}", credential.id)?;
     writeln!(out, "user      {}", credential.user_id)?;
@@ -458,7 +503,11 @@ fn print_credential(credential: &Credential) -> io::Result<()> {
     out.flush()
 }
 
-fn print_list(credentials: &[Credential]) -> io::Result<()> {
+fn print_list(credentials: &[Credential], json: bool) -> io::Result<()> {
+    if json {
+        let all: Vec<serde_json::Value> = credentials.iter().map(credential_json).collect();
+        return print_json(&serde_json::Value::Array(all));
+    }
     let mut out = io::stdout().lock();
     writeln!(
         out,
