@@ -77,6 +77,15 @@ fn copy_dev_files(from: &TestVault, to: &Path) {
     std::fs::copy(layout.policy(), to.join("policy.toml")).unwrap();
 }
 
+/// How many credentials the writers have stored so far.
+async fn writers_stored(vault: &VaultClient) -> usize {
+    let mut stored = 0;
+    for w in 0..WRITERS {
+        stored += vault.list(&format!("writer{w}")).await.unwrap().len();
+    }
+    stored
+}
+
 /// Every credential of the users a test writes as, by (user, id).
 async fn all_credentials(vault: &VaultClient) -> Vec<(String, String)> {
     let mut all = Vec::new();
@@ -104,7 +113,7 @@ async fn a_backup_under_write_load_restores_everything_acknowledged_before_it() 
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let acknowledged_before = api.list("writer0").await.unwrap().len();
+    let acknowledged_before = writers_stored(&api).await;
 
     let folder = tempfile::tempdir().unwrap();
     let file = folder.path().join("vault.vbak");
@@ -112,7 +121,7 @@ async fn a_backup_under_write_load_restores_everything_acknowledged_before_it() 
     let backup =
         tokio::task::block_in_place(|| server.vaultctl("ops", &["backup", file_text, "--json"]));
     assert!(backup.status.success(), "{backup:?}");
-    let written_during = api.list("writer0").await.unwrap().len() - acknowledged_before;
+    let written_during = writers_stored(&api).await - acknowledged_before;
     stop.store(true, Ordering::Relaxed);
     let mut during = Stored::new();
     for writer in writers {
@@ -128,14 +137,21 @@ async fn a_backup_under_write_load_restores_everything_acknowledged_before_it() 
     {
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(&file).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600, "the backup is readable by its owner only");
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "the backup is readable by its owner only"
+        );
     }
 
     // Ciphertext only: no password, no key.
     let passwords: Vec<String> = before.values().chain(during.values()).cloned().collect();
     assert_eq!(find_password(&bytes, &passwords), None);
     let keyring = std::fs::read_to_string(server.keyring_path()).unwrap();
-    for key in keyring.lines().filter_map(|line| line.strip_prefix("key 1 ")) {
+    for key in keyring
+        .lines()
+        .filter_map(|line| line.strip_prefix("key 1 "))
+    {
         assert!(!contains(&bytes, key.trim().as_bytes()), "the key's text");
         let raw = base64::engine::general_purpose::URL_SAFE
             .decode(key.trim())
@@ -150,7 +166,10 @@ async fn a_backup_under_write_load_restores_everything_acknowledged_before_it() 
     let event: serde_json::Value = serde_json::from_slice(&events.stdout).unwrap();
     assert_eq!(event["outcome"], "Ok");
     let detail = event["detail"].as_str().unwrap();
-    assert!(detail.contains(&format!("credentials={}", summary["credentials"])), "{detail}");
+    assert!(
+        detail.contains(&format!("credentials={}", summary["credentials"])),
+        "{detail}"
+    );
 
     // Restore into a new folder, then serve it with the same keyring.
     let restored = tempfile::tempdir().unwrap();
@@ -181,25 +200,45 @@ async fn a_backup_under_write_load_restores_everything_acknowledged_before_it() 
         }
     }
     let records = all_credentials(&copy.client().await).await;
-    assert_eq!(records.len(), before.len() + included, "nothing else came back");
-    assert_eq!(records.len() as u64, summary["credentials"].as_u64().unwrap());
+    assert_eq!(
+        records.len(),
+        before.len() + included,
+        "nothing else came back"
+    );
+    assert_eq!(
+        records.len() as u64,
+        summary["credentials"].as_u64().unwrap()
+    );
 
     // One moment: the trail holds exactly the stores the records reflect.
     let verify = copy.vaultctl("ops", &["audit", "verify"]);
     assert!(verify.status.success(), "{verify:?}");
     let stores = copy.vaultctl(
         "ops",
-        &["audit", "list", "--operation", "store", "--limit", "100000", "--json"],
+        &[
+            "audit",
+            "list",
+            "--operation",
+            "store",
+            "--limit",
+            "100000",
+            "--json",
+        ],
     );
     let stored_events = String::from_utf8_lossy(&stores.stdout)
         .lines()
         .filter(|line| line.contains("\"outcome\":\"Ok\""))
         .count();
-    assert_eq!(stored_events, records.len(), "the trail and the records disagree");
+    assert_eq!(
+        stored_events,
+        records.len(),
+        "the trail and the records disagree"
+    );
     eprintln!(
-        "backup under load: {} stored before, {written_during} acknowledged while it ran, \
-         {included} of those in it",
-        before.len()
+        "backup under load: {} stored before it; writers stored {}, {written_during} of them \
+         while it ran, and {included} are in it",
+        before.len(),
+        during.len()
     );
 }
 
@@ -214,8 +253,16 @@ async fn a_restored_store_refuses_another_keyring_and_a_second_restore_over_it()
     let backup = server.vaultctl("ops", &["backup", file_text]);
     assert!(backup.status.success(), "{backup:?}");
     let again = server.vaultctl("ops", &["backup", file_text]);
-    assert!(!again.status.success(), "an existing backup was overwritten");
-    assert!(server.vaultctl("ops", &["backup", file_text, "--force"]).status.success());
+    assert!(
+        !again.status.success(),
+        "an existing backup was overwritten"
+    );
+    assert!(
+        server
+            .vaultctl("ops", &["backup", file_text, "--force"])
+            .status
+            .success()
+    );
     let refused = server.vaultctl("api", &["backup", file_text, "--force"]);
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("PermissionDenied"),
@@ -228,7 +275,10 @@ async fn a_restored_store_refuses_another_keyring_and_a_second_restore_over_it()
     let over = run_server(&["restore", file_text], &data);
     assert!(!over.status.success());
     let message = String::from_utf8_lossy(&over.stderr);
-    assert!(message.contains("not empty") && message.contains("db"), "{message}");
+    assert!(
+        message.contains("not empty") && message.contains("db"),
+        "{message}"
+    );
 
     // Another key under version 1: the start-up check refuses it.
     copy_dev_files(&server, &data);
@@ -254,5 +304,8 @@ async fn a_restored_store_refuses_another_keyring_and_a_second_restore_over_it()
     let start = start.wait_with_output().unwrap();
     assert!(!start.status.success(), "started with another keyring");
     let message = String::from_utf8_lossy(&start.stderr);
-    assert!(message.contains("not the key this store knows"), "{message}");
+    assert!(
+        message.contains("not the key this store knows"),
+        "{message}"
+    );
 }

@@ -201,7 +201,7 @@ async fn update_replaces_fields_and_secret_and_erase_removes_only_that_user() {
         .update("carol", &original.id, Some(odoo(2)), None)
         .await
         .unwrap_err();
-    assert_eq!(refused.code(), Some(tonic::Code::InvalidArgument));
+    assert_eq!(refused.code(), Some(Code::InvalidArgument));
     assert!(
         refused
             .to_string()

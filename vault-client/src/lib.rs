@@ -37,9 +37,9 @@ use secrecy::SecretSlice;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use vault_proto::v1::{self, admin_client::AdminClient, vault_client::VaultClient as Stub};
 pub use vault_proto::v1::{
-    AuditEvent, BackupChunk, BackupSummary, Credential, ImportCredentialsResponse, ImportRow, KeyVersion, LegacyKey,
-    ListAuditEventsRequest, ListKeysResponse, OdooConnection, Purpose, RotateKeysProgress,
-    VerifyAuditResponse,
+    AuditEvent, BackupChunk, BackupSummary, Credential, ImportCredentialsResponse, ImportRow,
+    KeyVersion, LegacyKey, ListAuditEventsRequest, ListKeysResponse, OdooConnection, Purpose,
+    RotateKeysProgress, VerifyAuditResponse,
 };
 
 /// A decrypted secret: wiped when dropped, `Debug` prints a placeholder.

@@ -314,10 +314,7 @@ impl<R: Read> BackupReader<R> {
         let mut name = vec![0; usize::from(len[0])];
         self.read(&mut name)?;
         let tree = Tree::from_name(&name).ok_or_else(|| {
-            BackupError::Malformed(format!(
-                "unknown tree {:?}",
-                String::from_utf8_lossy(&name)
-            ))
+            BackupError::Malformed(format!("unknown tree {:?}", String::from_utf8_lossy(&name)))
         })?;
         if tree != expected {
             return Err(BackupError::Malformed(format!(

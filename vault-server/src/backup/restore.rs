@@ -110,11 +110,7 @@ impl fmt::Display for Restored {
             self.database.display(),
             self.bytes
         )?;
-        writeln!(
-            f,
-            "credentials   {}",
-            self.header.count(Tree::Credentials)
-        )?;
+        writeln!(f, "credentials   {}", self.header.count(Tree::Credentials))?;
         writeln!(f, "canaries      {}", self.header.count(Tree::Canaries))?;
         let head = &self.header.audit_head;
         write!(

@@ -101,7 +101,10 @@ async fn a_backup_restores_to_the_same_records_canaries_and_verifying_chain() {
     let restored = restore(&file, &data).unwrap();
     assert_eq!(restored.header.count(Tree::Credentials), 4);
     assert_eq!(restored.header.audit_head, before.head);
-    assert!(restored.to_string().contains("credentials   4"), "{restored}");
+    assert!(
+        restored.to_string().contains("credentials   4"),
+        "{restored}"
+    );
 
     let copy = reopen(&data.join("db"));
     for r in &records {
@@ -228,7 +231,10 @@ fn the_writer_keeps_to_the_header() {
         audit_head: ChainHead::default(),
     };
     let mut writer = BackupWriter::start(Vec::new(), &header).unwrap();
-    assert!(writer.entry(Tree::Audit, b"k", b"v").is_err(), "wrong section");
+    assert!(
+        writer.entry(Tree::Audit, b"k", b"v").is_err(),
+        "wrong section"
+    );
     assert!(
         BackupWriter::start(Vec::new(), &header)
             .unwrap()

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use sled::Transactional as _;
 use sled::transaction::{ConflictableTransactionResult, TransactionError, TransactionalTree};
 
-use super::group_commit::GroupCommit;
 pub use self::snapshot::{Restoring, Snapshot, Tree, decode_audit_meta};
+use super::group_commit::GroupCommit;
 use super::{CredentialStore, DecodeError, Replaced, StoreError, record};
 use crate::audit::sink::Sink;
 use crate::audit::{self, AuditEvent, ChainHead, ChainedEvent, Verification};

@@ -454,7 +454,12 @@ const BACKUP_DIGEST_LEN: u64 = 32;
 /// Streams a backup into a temporary file beside `file`, checks it, and
 /// renames it into place; prints a summary. Nothing is left at `file`
 /// unless the whole backup arrived and its checksum matches.
-pub async fn backup(vault: &VaultClient, file: &Path, force: bool, json: bool) -> anyhow::Result<()> {
+pub async fn backup(
+    vault: &VaultClient,
+    file: &Path,
+    force: bool,
+    json: bool,
+) -> anyhow::Result<()> {
     if !force && fs::symlink_metadata(file).is_ok() {
         anyhow::bail!(
             "{} exists; pass --force to replace it with the new backup",
@@ -507,7 +512,10 @@ fn check_backup_digest(path: &Path) -> anyhow::Result<()> {
 
     let mut file = io::BufReader::new(fs::File::open(path)?);
     let len = file.get_ref().metadata()?.len();
-    anyhow::ensure!(len > BACKUP_DIGEST_LEN, "the file is too short to be a backup");
+    anyhow::ensure!(
+        len > BACKUP_DIGEST_LEN,
+        "the file is too short to be a backup"
+    );
     let mut hasher = Sha256::new();
     let mut body = (&mut file).take(len - BACKUP_DIGEST_LEN);
     let mut buffer = vec![0u8; 64 * 1024];
@@ -538,26 +546,24 @@ fn print_backup(
         .and_then(|at| std::time::SystemTime::try_from(at).ok())
         .map(|at| humantime::format_rfc3339_seconds(at).to_string())
         .unwrap_or_default();
-    let mut out = io::stdout().lock();
     if json {
-        let line = serde_json::json!({
+        return crate::print_json(&serde_json::json!({
             "file": file.display().to_string(), "taken_at": taken_at,
             "credentials": summary.credentials, "canaries": summary.canaries,
             "audit_events": summary.audit_events, "audit_head_seq": summary.audit_head_seq,
             "audit_head_digest": summary.audit_head_digest, "bytes": bytes,
-        });
-        writeln!(out, "{line}")?;
-    } else {
-        writeln!(out, "backup written to {}", file.display())?;
-        writeln!(out, "taken at      {taken_at}")?;
-        writeln!(out, "credentials   {}", summary.credentials)?;
-        writeln!(out, "canaries      {}", summary.canaries)?;
-        writeln!(
-            out,
-            "audit events  {} (through #{} {})",
-            summary.audit_events, summary.audit_head_seq, summary.audit_head_digest
-        )?;
-        writeln!(out, "bytes         {bytes}")?;
+        }));
     }
+    let mut out = io::stdout().lock();
+    writeln!(out, "backup written to {}", file.display())?;
+    writeln!(out, "taken at      {taken_at}")?;
+    writeln!(out, "credentials   {}", summary.credentials)?;
+    writeln!(out, "canaries      {}", summary.canaries)?;
+    writeln!(
+        out,
+        "audit events  {} (through #{} {})",
+        summary.audit_events, summary.audit_head_seq, summary.audit_head_digest
+    )?;
+    writeln!(out, "bytes         {bytes}")?;
     out.flush()
 }

@@ -199,9 +199,6 @@ enum Command {
         /// Replace FILE if it exists (only once the new backup is complete).
         #[arg(long)]
         force: bool,
-        /// Print the summary as one JSON object.
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -387,7 +384,7 @@ async fn run(cli: Cli) -> anyhow::Result<Done> {
                 return Ok(Done::AuditBroken);
             }
         }
-        Command::Backup { file, force, json } => admin::backup(&vault, &file, force, json).await?,
+        Command::Backup { file, force } => admin::backup(&vault, &file, force, cli.json).await?,
     }
     Ok(Done::Completely)
 }

@@ -34,7 +34,12 @@ pub enum Tree {
 
 impl Tree {
     /// Every tree, in the order a backup holds them.
-    pub const ALL: [Tree; 4] = [Tree::Credentials, Tree::Canaries, Tree::AuditMeta, Tree::Audit];
+    pub const ALL: [Tree; 4] = [
+        Tree::Credentials,
+        Tree::Canaries,
+        Tree::AuditMeta,
+        Tree::Audit,
+    ];
 
     /// The tree's name in sled and in backup files.
     pub fn as_str(self) -> &'static str {
@@ -125,9 +130,7 @@ impl SledStore {
     /// and their audit events never wait. A prune that is running finishes
     /// first, and the next waits until the snapshot is dropped.
     pub(super) async fn take_snapshot(&self) -> Result<Snapshot, StoreError> {
-        let pruning = std::sync::Arc::clone(&self.maintenance)
-            .lock_owned()
-            .await;
+        let pruning = std::sync::Arc::clone(&self.maintenance).lock_owned().await;
         let paused = std::sync::Arc::clone(&self.writes).write_owned().await;
         let store = self.clone();
         tokio::task::spawn_blocking(move || {

@@ -86,7 +86,9 @@ class VaultServicer(object):
 
     def UpdateCredential(self, request, context):
         """Replaces the fields and/or the secret of one credential. The write is
-        durable before the call returns.
+        durable before the call returns. A new URL must come with the secret
+        (INVALID_ARGUMENT otherwise): the stored password is never sent to an
+        address it was not given for.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

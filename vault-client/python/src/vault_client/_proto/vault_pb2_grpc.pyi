@@ -62,7 +62,9 @@ class VaultStub:
     """
     UpdateCredential: _grpc.UnaryUnaryMultiCallable[_vault_pb2.UpdateCredentialRequest, _vault_pb2.UpdateCredentialResponse]
     """Replaces the fields and/or the secret of one credential. The write is
-    durable before the call returns.
+    durable before the call returns. A new URL must come with the secret
+    (INVALID_ARGUMENT otherwise): the stored password is never sent to an
+    address it was not given for.
     """
     GetCredential: _grpc.UnaryUnaryMultiCallable[_vault_pb2.GetCredentialRequest, _vault_pb2.GetCredentialResponse]
     """Reads one credential, without its secret."""
@@ -90,7 +92,9 @@ class VaultAsyncStub(VaultStub):
     """
     UpdateCredential: _aio.UnaryUnaryMultiCallable[_vault_pb2.UpdateCredentialRequest, _vault_pb2.UpdateCredentialResponse]  # type: ignore[assignment]
     """Replaces the fields and/or the secret of one credential. The write is
-    durable before the call returns.
+    durable before the call returns. A new URL must come with the secret
+    (INVALID_ARGUMENT otherwise): the stored password is never sent to an
+    address it was not given for.
     """
     GetCredential: _aio.UnaryUnaryMultiCallable[_vault_pb2.GetCredentialRequest, _vault_pb2.GetCredentialResponse]  # type: ignore[assignment]
     """Reads one credential, without its secret."""
@@ -127,7 +131,9 @@ class VaultServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_vault_pb2.UpdateCredentialResponse, _abc.Awaitable[_vault_pb2.UpdateCredentialResponse]]:
         """Replaces the fields and/or the secret of one credential. The write is
-        durable before the call returns.
+        durable before the call returns. A new URL must come with the secret
+        (INVALID_ARGUMENT otherwise): the stored password is never sent to an
+        address it was not given for.
         """
 
     @_abc_1.abstractmethod
