@@ -37,9 +37,9 @@ use secrecy::SecretSlice;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use vault_proto::v1::{self, admin_client::AdminClient, vault_client::VaultClient as Stub};
 pub use vault_proto::v1::{
-    AuditEvent, Credential, ImportCredentialsResponse, ImportRow, KeyVersion, LegacyKey,
-    ListAuditEventsRequest, ListKeysResponse, OdooConnection, Purpose, RotateKeysProgress,
-    VerifyAuditResponse,
+    AuditEvent, BackupChunk, BackupSummary, Credential, ImportCredentialsResponse, ImportRow,
+    KeyVersion, LegacyKey, ListAuditEventsRequest, ListKeysResponse, OdooConnection, Purpose,
+    RotateKeysProgress, VerifyAuditResponse,
 };
 
 /// A decrypted secret: wiped when dropped, `Debug` prints a placeholder.
@@ -377,7 +377,8 @@ impl VaultClient {
     }
 }
 
-/// Operators' calls: keys, rotation, imports. They need a certificate of a
+/// Operators' calls: keys, rotation, imports, the audit trail, backups. They
+/// need a certificate of a
 /// role that allows them (`ops` in the shipped policy), and none of them
 /// returns a key or a secret.
 impl VaultClient {
@@ -437,6 +438,14 @@ impl VaultClient {
             .verify_audit(self.request(request))
             .await?
             .into_inner())
+    }
+
+    /// Starts a backup and returns its chunks: the first carries the
+    /// [`BackupSummary`], and their `data`, in order, is the backup file. The
+    /// stream has no deadline: a large store takes as long as it takes.
+    pub async fn backup(&self) -> Result<tonic::Streaming<BackupChunk>, ClientError> {
+        let request = tonic::Request::new(v1::BackupRequest {});
+        Ok(self.admin.clone().backup(request).await?.into_inner())
     }
 
     /// Imports rows sealed with a legacy key of the keyring.

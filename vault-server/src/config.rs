@@ -113,7 +113,7 @@ pub struct Args {
     pub max_connections: u32,
 
     /// Longest a call may take, reading its request included; a caller's
-    /// shorter deadline wins. Key rotation is exempt.
+    /// shorter deadline wins. Key rotation and backup are exempt.
     #[arg(long, env = "VAULT_MAX_CALL_DURATION", default_value = "30s",
           value_parser = humantime::parse_duration)]
     pub max_call_duration: std::time::Duration,
@@ -147,6 +147,18 @@ pub enum Command {
     CheckConfig {
         /// The configuration file.
         file: PathBuf,
+    },
+    /// Restore a backup made by `vaultctl backup` into a new database in
+    /// DATA_DIR (which must be empty or not exist), after checking the
+    /// whole file. Needs no keyring: start the server on DATA_DIR with the
+    /// keyring the backup's records were sealed with; its start-up check
+    /// refuses any other.
+    Restore {
+        /// The backup file.
+        backup: PathBuf,
+        /// The new data folder.
+        #[arg(long)]
+        data_dir: PathBuf,
     },
 }
 

@@ -184,7 +184,7 @@ fn dev_policy() -> String {
          operations = [\"list\", \"decrypt\"]\n\
          decrypt_purposes = [\"sync\"]\n\n\
          [roles.ops]\n\
-         operations = [\"keys\", \"rotate\", \"import\", \"audit\"]\n\n\
+         operations = [\"keys\", \"rotate\", \"import\", \"audit\", \"backup\"]\n\n\
          [callers]\n",
     );
     for role in DEV_ROLES {

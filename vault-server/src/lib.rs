@@ -9,6 +9,7 @@
 //!   bind each token to its owner and id;
 //! - [`store`]: the narrow storage interface and its sled implementation,
 //!   with group commit so every acknowledged write is durable;
+//! - [`backup`]: backup files of the whole store, and restoring one;
 //! - [`access`]: caller identities from client certificates, and the policy
 //!   that says which caller may do what;
 //! - [`service`]: the gRPC service, one module per family of calls;
@@ -20,6 +21,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod backup;
 pub mod check;
 pub mod config;
 pub mod credential;

@@ -55,9 +55,9 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 /// See [`KEEPALIVE_INTERVAL`].
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The one streaming call that may outlive `--max-call-duration`: a key
-/// rotation takes as long as the store is large.
-const UNBOUNDED_CALLS: [&str; 1] = ["/vault.v1.Admin/RotateKeys"];
+/// The streaming calls that may outlive `--max-call-duration`: a key
+/// rotation and a backup take as long as the store is large.
+const UNBOUNDED_CALLS: [&str; 2] = ["/vault.v1.Admin/RotateKeys", "/vault.v1.Admin/Backup"];
 
 /// A tower layer over the gRPC routes that caps how long a call may take,
 /// reading its request included, and answers an oversized request with

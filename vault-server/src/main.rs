@@ -36,6 +36,9 @@ fn start() -> anyhow::Result<()> {
     if let Some(Command::CheckConfig { file }) = &args.command {
         return check_config(file);
     }
+    if let Some(Command::Restore { backup, data_dir }) = &args.command {
+        return restore(backup, data_dir);
+    }
     if args.lock_memory {
         hygiene::lock_memory().map_err(anyhow::Error::msg)?;
     }
@@ -62,6 +65,17 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
         1 => anyhow::bail!("{} has 1 problem", file.display()),
         n => anyhow::bail!("{} has {n} problems", file.display()),
     }
+}
+
+/// Restores a backup and prints what it wrote.
+fn restore(backup: &std::path::Path, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let restored = vault_server::backup::restore(backup, data_dir)?;
+    println!("{restored}");
+    println!(
+        "start the server with --data-dir {} and the keyring the backup was made under",
+        data_dir.display()
+    );
+    Ok(())
 }
 
 /// Logs go to standard error, filtered by `RUST_LOG` (default `info`).

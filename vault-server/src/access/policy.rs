@@ -12,7 +12,7 @@
 //! decrypt_purposes = ["sync"]
 //!
 //! [roles.ops]
-//! operations = ["keys", "rotate", "import", "audit"]
+//! operations = ["keys", "rotate", "import", "audit", "backup"]
 //!
 //! [callers]
 //! "spiffe://example.com/api" = "api"
@@ -24,7 +24,7 @@
 //! keys, operations or purposes, a caller naming a missing role, `decrypt`
 //! without purposes or purposes without `decrypt`. One rule holds whatever
 //! the file says: a role that may use an administrative operation (keys,
-//! rotation, import, audit) may never decrypt, so no operator identity can
+//! rotation, import, audit, backup) may never decrypt, so no operator identity can
 //! ever be shown a secret.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -62,11 +62,13 @@ pub enum Operation {
     Import,
     /// Reading and verifying the audit trail.
     Audit,
+    /// Taking a backup of the whole store (ciphertext, never a key).
+    Backup,
 }
 
 impl Operation {
     /// Every operation, in the order the policy documents them.
-    pub const ALL: [Operation; 11] = [
+    pub const ALL: [Operation; 12] = [
         Operation::Store,
         Operation::Update,
         Operation::Get,
@@ -78,6 +80,7 @@ impl Operation {
         Operation::Rotate,
         Operation::Import,
         Operation::Audit,
+        Operation::Backup,
     ];
 
     /// The operation's name in the policy file and in logs.
@@ -94,6 +97,7 @@ impl Operation {
             Operation::Rotate => "rotate",
             Operation::Import => "import",
             Operation::Audit => "audit",
+            Operation::Backup => "backup",
         }
     }
 
@@ -101,7 +105,11 @@ impl Operation {
     pub fn is_administrative(self) -> bool {
         matches!(
             self,
-            Operation::Keys | Operation::Rotate | Operation::Import | Operation::Audit
+            Operation::Keys
+                | Operation::Rotate
+                | Operation::Import
+                | Operation::Audit
+                | Operation::Backup
         )
     }
 
@@ -432,6 +440,22 @@ mod tests {
         "#;
         let message = Policy::parse(text).unwrap_err().to_string();
         assert!(message.contains("may never decrypt"), "{message}");
+    }
+
+    #[test]
+    fn a_role_that_may_take_backups_can_never_decrypt() {
+        let text = r#"
+            [roles.backups]
+            operations = ["backup", "decrypt"]
+            decrypt_purposes = ["sync"]
+            [callers]
+            x = "backups"
+        "#;
+        let message = Policy::parse(text).unwrap_err().to_string();
+        assert!(
+            message.contains("administrative operation backup"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -5,13 +5,15 @@
 //! - [`decrypt`]: the one call that opens a secret, for a stated purpose;
 //! - [`delete`]: delete one credential, erase a user;
 //! - [`keys`]: the operators' key calls (list, reload, rotate);
-//! - [`import`]: moving another application's Fernet data into the vault.
+//! - [`import`]: moving another application's Fernet data into the vault;
+//! - [`backup`]: the whole store at one moment, streamed as a backup file.
 //!
 //! Each call runs inside a `call` span that carries its operation, user,
 //! credential and purpose, and ends with exactly one log line giving the
 //! outcome and latency. Secrets are never recorded in a span or an event.
 
 mod audit;
+mod backup;
 mod call;
 mod convert;
 mod decrypt;
@@ -241,6 +243,7 @@ fn caller<T>(request: &Request<T>) -> Result<Caller, ServiceError> {
 #[tonic::async_trait]
 impl<S: CredentialStore + Clone> v1::admin_server::Admin for VaultService<S> {
     type RotateKeysStream = keys::ProgressStream;
+    type BackupStream = backup::BackupStream;
 
     async fn list_keys(
         &self,
@@ -312,6 +315,18 @@ impl<S: CredentialStore + Clone> v1::admin_server::Admin for VaultService<S> {
         self.observe(&call, async {
             self.authorize(&call, &request, Operation::Audit)?;
             self.verify_audit_chain().await
+        })
+        .await
+    }
+
+    async fn backup(
+        &self,
+        request: Request<v1::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let call = Call::start("backup", &request);
+        self.observe(&call, async {
+            self.authorize(&call, &request, Operation::Backup)?;
+            self.backup(&call).await
         })
         .await
     }

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 pub use self::record::DecodeError;
-pub use self::sled_store::SledStore;
+pub use self::sled_store::{Restoring, SledStore, Snapshot, Tree, decode_audit_meta};
 use crate::audit::{AuditEvent, ChainHead, ChainedEvent, Verification};
 use crate::credential::{CredentialId, Record, UserId};
 use crate::crypto::fernet::Token;
@@ -158,4 +158,9 @@ pub trait CredentialStore: Send + Sync + 'static {
         version: u32,
         token: &Token,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The whole store as it was at one moment, for a backup, taken while
+    /// the vault keeps serving; see [`Snapshot`] for what it holds and
+    /// guarantees.
+    fn snapshot(&self) -> impl Future<Output = Result<Snapshot, StoreError>> + Send;
 }

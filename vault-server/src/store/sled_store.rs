@@ -1,5 +1,7 @@
 //! The embedded default store, on sled.
 
+mod snapshot;
+
 use std::collections::BTreeMap;
 use std::ops::Bound::{Excluded, Unbounded};
 use std::path::Path;
@@ -11,6 +13,7 @@ use sled::transaction::{
     TransactionalTree,
 };
 
+pub use self::snapshot::{Restoring, Snapshot, Tree, decode_audit_meta};
 use super::group_commit::GroupCommit;
 use super::{CredentialStore, DecodeError, Replaced, StoreError, record};
 use crate::audit::sink::Sink;
@@ -78,6 +81,12 @@ pub struct SledStore {
     unflushed: Arc<Mutex<Vec<ChainedEvent>>>,
     usage: Arc<Mutex<BTreeMap<u32, u64>>>,
     group_commit: GroupCommit,
+    /// Held shared by every commit that changes records, and exclusively by
+    /// a backup while it copies them ([`SledStore::take_snapshot`]).
+    writes: Arc<tokio::sync::RwLock<()>>,
+    /// Held by a prune for its whole run, and by a backup until it has read
+    /// the audit events it includes: a prune never removes them under it.
+    maintenance: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SledStore {
@@ -125,6 +134,8 @@ impl SledStore {
             unflushed: Arc::default(),
             usage: Arc::new(Mutex::new(usage)),
             group_commit,
+            writes: Arc::default(),
+            maintenance: Arc::default(),
         })
     }
 
@@ -182,13 +193,11 @@ impl SledStore {
         self.head.lock().unwrap_or_else(PoisonError::into_inner).seq
     }
 
-    /// Commits `change` to the records and, if it changed something (returned
-    /// `Some`), `event` to the audit trail, in one transaction. `change` must
-    /// write nothing when it returns `None`.
     /// Commits `change` to the records and their per-version counts and, if
     /// it changed something (returned `Some`), `event` to the audit trail, in
     /// one transaction. `change` must write nothing when it returns `None`.
-    fn commit<T>(
+    /// Waits while a backup copies the records.
+    async fn commit<T>(
         &self,
         event: &AuditEvent,
         change: impl Fn(
@@ -196,6 +205,7 @@ impl SledStore {
             &UsageCounts<'_>,
         ) -> ConflictableTransactionResult<Option<T>, ()>,
     ) -> Result<Option<T>, StoreError> {
+        let _writing = self.writes.read().await;
         let mut head = self.head.lock().unwrap_or_else(PoisonError::into_inner);
         let (chained, value) = head.append(event);
         let key = audit::key(chained.seq);
@@ -367,9 +377,14 @@ fn corrupt_audit(err: audit::UnreadableEvent) -> StoreError {
 
 /// The head the chain starts from: the last pruned event, or nothing.
 fn anchor(audit_meta: &sled::Tree) -> Result<ChainHead, StoreError> {
-    let Some(value) = audit_meta.get(ANCHOR)? else {
-        return Ok(ChainHead::default());
-    };
+    match audit_meta.get(ANCHOR)? {
+        Some(value) => decode_anchor(&value),
+        None => Ok(ChainHead::default()),
+    }
+}
+
+/// Reads a stored anchor: the last pruned event's number and digest.
+fn decode_anchor(value: &[u8]) -> Result<ChainHead, StoreError> {
     let bad = || {
         corrupt_audit(audit::UnreadableEvent {
             seq: 0,
@@ -388,14 +403,16 @@ impl CredentialStore for SledStore {
     async fn insert(&self, new: &Record, audit: &AuditEvent) -> Result<bool, StoreError> {
         let key = record::key(&new.owner, &new.id);
         let value = record::encode(new);
-        let inserted = self.commit(audit, |credentials, counts| {
-            if credentials.get(&key)?.is_some() {
-                return Ok(None);
-            }
-            credentials.insert(key.as_slice(), value.as_slice())?;
-            counts.moved(None, Some(new.secret.key_version))?;
-            Ok(Some(()))
-        })?;
+        let inserted = self
+            .commit(audit, |credentials, counts| {
+                if credentials.get(&key)?.is_some() {
+                    return Ok(None);
+                }
+                credentials.insert(key.as_slice(), value.as_slice())?;
+                counts.moved(None, Some(new.secret.key_version))?;
+                Ok(Some(()))
+            })
+            .await?;
         if inserted.is_some() {
             self.count_move(None, Some(new.secret.key_version));
         }
@@ -443,9 +460,11 @@ impl CredentialStore for SledStore {
         audit: &AuditEvent,
     ) -> Result<Replaced, StoreError> {
         debug_assert_eq!((&current.owner, current.id), (&new.owner, new.id));
-        let swapped = self.commit(audit, |credentials, counts| {
-            Ok(swap(credentials, counts, current, new)?.then_some(()))
-        })?;
+        let swapped = self
+            .commit(audit, |credentials, counts| {
+                Ok(swap(credentials, counts, current, new)?.then_some(()))
+            })
+            .await?;
         if swapped.is_some() {
             self.count_move(
                 Some(current.secret.key_version),
@@ -467,13 +486,15 @@ impl CredentialStore for SledStore {
         audit: &AuditEvent,
     ) -> Result<bool, StoreError> {
         let key = record::key(owner, id);
-        let removed = self.commit(audit, |credentials, counts| {
-            let Some(old) = credentials.remove(key.as_slice())? else {
-                return Ok(None);
-            };
-            counts.moved(record::key_version(&old).ok(), None)?;
-            Ok(Some(old.to_vec()))
-        })?;
+        let removed = self
+            .commit(audit, |credentials, counts| {
+                let Some(old) = credentials.remove(key.as_slice())? else {
+                    return Ok(None);
+                };
+                counts.moved(record::key_version(&old).ok(), None)?;
+                Ok(Some(old.to_vec()))
+            })
+            .await?;
         if let Some(removed) = &removed {
             self.count_move(record::key_version(removed).ok(), None);
         }
@@ -500,7 +521,8 @@ impl CredentialStore for SledStore {
                     }
                 }
                 Ok(Some(versions))
-            })?
+            })
+            .await?
             .unwrap_or_default();
         for version in &versions {
             self.count_move(*version, None);
@@ -554,7 +576,8 @@ impl CredentialStore for SledStore {
                     swapped.push(swap(credentials, counts, current, new)?);
                 }
                 Ok(swapped.contains(&true).then_some(swapped))
-            })?
+            })
+            .await?
             .unwrap_or_default();
         let mut replaced = 0;
         for ((current, new), _) in pairs.iter().zip(&swapped).filter(|(_, swapped)| **swapped) {
@@ -621,6 +644,7 @@ impl CredentialStore for SledStore {
     }
 
     async fn prune_audit(&self, before_ms: u64) -> Result<u64, StoreError> {
+        let _pruning = self.maintenance.lock().await;
         let mut pruned = 0;
         loop {
             let mut batch = Vec::new();
@@ -667,6 +691,10 @@ impl CredentialStore for SledStore {
 
     fn audit_head(&self) -> ChainHead {
         *self.head.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        self.take_snapshot().await
     }
 }
 

@@ -1,4 +1,5 @@
-//! The operators' subcommands: keys, reload-keys, rotate, import.
+//! The operators' subcommands: keys, reload-keys, rotate, import, audit,
+//! backup.
 
 use std::fs;
 use std::io::{self, Write as _};
@@ -445,4 +446,124 @@ pub async fn import(vault: &VaultClient, file: &Path, json: bool) -> anyhow::Res
     }
     out.flush()?;
     Ok(rejected.is_empty())
+}
+
+/// Length of the SHA-256 digest that ends every backup file.
+const BACKUP_DIGEST_LEN: u64 = 32;
+
+/// Streams a backup into a temporary file beside `file`, checks it, and
+/// renames it into place; prints a summary. Nothing is left at `file`
+/// unless the whole backup arrived and its checksum matches.
+pub async fn backup(
+    vault: &VaultClient,
+    file: &Path,
+    force: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    if !force && fs::symlink_metadata(file).is_ok() {
+        anyhow::bail!(
+            "{} exists; pass --force to replace it with the new backup",
+            file.display()
+        );
+    }
+    let dir = match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    // Created readable by its owner only, and removed if anything fails.
+    let mut partial = tempfile::Builder::new()
+        .prefix(".vaultctl-backup-")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+
+    let mut chunks = vault.backup().await?;
+    let mut summary = None;
+    let mut bytes = 0u64;
+    while let Some(chunk) = chunks.message().await? {
+        if summary.is_none() {
+            summary = chunk.summary;
+        }
+        partial.write_all(&chunk.data)?;
+        bytes += chunk.data.len() as u64;
+    }
+    let summary = summary.context("the server sent no backup summary")?;
+    partial.as_file().sync_all()?;
+    check_backup_digest(partial.path())
+        .with_context(|| "the backup that arrived is incomplete or damaged; nothing was written")?;
+
+    let persisted = if force {
+        partial.persist(file).map(drop)
+    } else {
+        partial.persist_noclobber(file).map(drop)
+    };
+    persisted.with_context(|| format!("cannot write {}", file.display()))?;
+    if let Ok(dir) = fs::File::open(dir) {
+        // Makes the rename itself durable; not every system allows it.
+        let _ = dir.sync_all();
+    }
+    print_backup(file, &summary, bytes, json)?;
+    Ok(())
+}
+
+/// Checks the trailing SHA-256 of a backup file against the bytes before it.
+fn check_backup_digest(path: &Path) -> anyhow::Result<()> {
+    use sha2::{Digest as _, Sha256};
+    use std::io::Read as _;
+
+    let mut file = io::BufReader::new(fs::File::open(path)?);
+    let len = file.get_ref().metadata()?.len();
+    anyhow::ensure!(
+        len > BACKUP_DIGEST_LEN,
+        "the file is too short to be a backup"
+    );
+    let mut hasher = Sha256::new();
+    let mut body = (&mut file).take(len - BACKUP_DIGEST_LEN);
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let read = body.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    let mut stored = [0u8; 32];
+    file.read_exact(&mut stored)?;
+    anyhow::ensure!(
+        hasher.finalize().as_slice() == stored.as_slice(),
+        "its checksum does not match"
+    );
+    Ok(())
+}
+
+fn print_backup(
+    file: &Path,
+    summary: &vault_client::BackupSummary,
+    bytes: u64,
+    json: bool,
+) -> io::Result<()> {
+    let taken_at = summary
+        .taken_at
+        .and_then(|at| std::time::SystemTime::try_from(at).ok())
+        .map(|at| humantime::format_rfc3339_seconds(at).to_string())
+        .unwrap_or_default();
+    if json {
+        return crate::print_json(&serde_json::json!({
+            "file": file.display().to_string(), "taken_at": taken_at,
+            "credentials": summary.credentials, "canaries": summary.canaries,
+            "audit_events": summary.audit_events, "audit_head_seq": summary.audit_head_seq,
+            "audit_head_digest": summary.audit_head_digest, "bytes": bytes,
+        }));
+    }
+    let mut out = io::stdout().lock();
+    writeln!(out, "backup written to {}", file.display())?;
+    writeln!(out, "taken at      {taken_at}")?;
+    writeln!(out, "credentials   {}", summary.credentials)?;
+    writeln!(out, "canaries      {}", summary.canaries)?;
+    writeln!(
+        out,
+        "audit events  {} (through #{} {})",
+        summary.audit_events, summary.audit_head_seq, summary.audit_head_digest
+    )?;
+    writeln!(out, "bytes         {bytes}")?;
+    out.flush()
 }

@@ -187,6 +187,19 @@ enum Command {
     /// Read or verify the audit trail. Role ops.
     #[command(subcommand)]
     Audit(admin::AuditCommand),
+    /// Write a backup of the whole store, as it was at one moment, to FILE
+    /// (readable by its owner only) while the vault keeps serving. It holds
+    /// the ciphertext of every secret and the non-secret fields, never a key:
+    /// keep the keyring in your secret store. Restore with `vault-server
+    /// restore`. Role ops.
+    Backup {
+        /// The backup file to write; an existing file is refused unless
+        /// --force.
+        file: PathBuf,
+        /// Replace FILE if it exists (only once the new backup is complete).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -371,6 +384,7 @@ async fn run(cli: Cli) -> anyhow::Result<Done> {
                 return Ok(Done::AuditBroken);
             }
         }
+        Command::Backup { file, force } => admin::backup(&vault, &file, force, cli.json).await?,
     }
     Ok(Done::Completely)
 }

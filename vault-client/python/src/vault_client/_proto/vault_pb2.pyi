@@ -92,7 +92,7 @@ class AuditEvent(_message.Message):
     operation: _builtins.str
     """What it was: store, update, get, list, decrypt, delete, erase,
     keys.list, keys.reload, keys.rotate, keys.rotate.batch, import,
-    import.row, audit.list, audit.verify.
+    import.row, audit.list, audit.verify, backup.
     """
     purpose: _builtins.str
     """For a decrypt, the stated purpose."""
@@ -267,6 +267,92 @@ class VerifyAuditResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VerifyAuditResponse: _TypeAlias = VerifyAuditResponse  # noqa: Y015
+
+@_typing.final
+class BackupRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackupRequest: _TypeAlias = BackupRequest  # noqa: Y015
+
+@_typing.final
+class BackupSummary(_message.Message):
+    """What a backup holds. Counts are of stored entries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TAKEN_AT_FIELD_NUMBER: _builtins.int
+    CREDENTIALS_FIELD_NUMBER: _builtins.int
+    CANARIES_FIELD_NUMBER: _builtins.int
+    AUDIT_EVENTS_FIELD_NUMBER: _builtins.int
+    AUDIT_HEAD_SEQ_FIELD_NUMBER: _builtins.int
+    AUDIT_HEAD_DIGEST_FIELD_NUMBER: _builtins.int
+    credentials: _builtins.int
+    """Credential records."""
+    canaries: _builtins.int
+    """Key canaries, one per key version the store has seen."""
+    audit_events: _builtins.int
+    """Audit events, from the one after the anchor through `audit_head_seq`."""
+    audit_head_seq: _builtins.int
+    """Number and digest (hex) of the last audit event in the backup."""
+    audit_head_digest: _builtins.str
+    @_builtins.property
+    def taken_at(self) -> _timestamp_pb2.Timestamp:
+        """When the snapshot was taken."""
+
+    def __init__(
+        self,
+        *,
+        taken_at: _timestamp_pb2.Timestamp | None = ...,
+        credentials: _builtins.int = ...,
+        canaries: _builtins.int = ...,
+        audit_events: _builtins.int = ...,
+        audit_head_seq: _builtins.int = ...,
+        audit_head_digest: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["taken_at", b"taken_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_events", b"audit_events", "audit_head_digest", b"audit_head_digest", "audit_head_seq", b"audit_head_seq", "canaries", b"canaries", "credentials", b"credentials", "taken_at", b"taken_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackupSummary: _TypeAlias = BackupSummary  # noqa: Y015
+
+@_typing.final
+class BackupChunk(_message.Message):
+    """One piece of a backup file."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """The next bytes of the file."""
+    @_builtins.property
+    def summary(self) -> Global___BackupSummary:
+        """Set on the first message only."""
+
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+        summary: Global___BackupSummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BackupChunk: _TypeAlias = BackupChunk  # noqa: Y015
 
 @_typing.final
 class ListKeysRequest(_message.Message):

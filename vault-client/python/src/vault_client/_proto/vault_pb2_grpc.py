@@ -412,6 +412,11 @@ class AdminStub(object):
                 request_serializer=vault_dot_v1_dot_vault__pb2.VerifyAuditRequest.SerializeToString,
                 response_deserializer=vault_dot_v1_dot_vault__pb2.VerifyAuditResponse.FromString,
                 _registered_method=True)
+        self.Backup = channel.unary_stream(
+                '/vault.v1.Admin/Backup',
+                request_serializer=vault_dot_v1_dot_vault__pb2.BackupRequest.SerializeToString,
+                response_deserializer=vault_dot_v1_dot_vault__pb2.BackupChunk.FromString,
+                _registered_method=True)
 
 
 class AdminServicer(object):
@@ -470,6 +475,19 @@ class AdminServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Backup(self, request, context):
+        """Streams a backup of the whole store as it was at one moment, while the
+        vault keeps serving: every credential record (ciphertext and non-secret
+        fields), the key canaries, and the audit chain up to that moment with
+        its anchor. Never a key, never a secret in the clear. The messages'
+        `data`, concatenated in order, are the backup file; restore it with
+        `vault-server restore`. If the audit chain does not verify, nothing is
+        streamed and the call answers FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -502,6 +520,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.VerifyAudit,
                     request_deserializer=vault_dot_v1_dot_vault__pb2.VerifyAuditRequest.FromString,
                     response_serializer=vault_dot_v1_dot_vault__pb2.VerifyAuditResponse.SerializeToString,
+            ),
+            'Backup': grpc.unary_stream_rpc_method_handler(
+                    servicer.Backup,
+                    request_deserializer=vault_dot_v1_dot_vault__pb2.BackupRequest.FromString,
+                    response_serializer=vault_dot_v1_dot_vault__pb2.BackupChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -668,6 +691,33 @@ class Admin(object):
             '/vault.v1.Admin/VerifyAudit',
             vault_dot_v1_dot_vault__pb2.VerifyAuditRequest.SerializeToString,
             vault_dot_v1_dot_vault__pb2.VerifyAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Backup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/vault.v1.Admin/Backup',
+            vault_dot_v1_dot_vault__pb2.BackupRequest.SerializeToString,
+            vault_dot_v1_dot_vault__pb2.BackupChunk.FromString,
             options,
             channel_credentials,
             insecure,

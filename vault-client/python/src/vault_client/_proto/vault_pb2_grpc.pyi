@@ -216,6 +216,15 @@ class AdminStub:
     """Reads the audit trail, oldest first, filtered, a page at a time."""
     VerifyAudit: _grpc.UnaryUnaryMultiCallable[_vault_pb2.VerifyAuditRequest, _vault_pb2.VerifyAuditResponse]
     """Checks the whole audit chain and names the first event that breaks it."""
+    Backup: _grpc.UnaryStreamMultiCallable[_vault_pb2.BackupRequest, _vault_pb2.BackupChunk]
+    """Streams a backup of the whole store as it was at one moment, while the
+    vault keeps serving: every credential record (ciphertext and non-secret
+    fields), the key canaries, and the audit chain up to that moment with
+    its anchor. Never a key, never a secret in the clear. The messages'
+    `data`, concatenated in order, are the backup file; restore it with
+    `vault-server restore`. If the audit chain does not verify, nothing is
+    streamed and the call answers FAILED_PRECONDITION.
+    """
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -249,6 +258,15 @@ class AdminAsyncStub(AdminStub):
     """Reads the audit trail, oldest first, filtered, a page at a time."""
     VerifyAudit: _aio.UnaryUnaryMultiCallable[_vault_pb2.VerifyAuditRequest, _vault_pb2.VerifyAuditResponse]  # type: ignore[assignment]
     """Checks the whole audit chain and names the first event that breaks it."""
+    Backup: _aio.UnaryStreamMultiCallable[_vault_pb2.BackupRequest, _vault_pb2.BackupChunk]  # type: ignore[assignment]
+    """Streams a backup of the whole store as it was at one moment, while the
+    vault keeps serving: every credential record (ciphertext and non-secret
+    fields), the key canaries, and the audit chain up to that moment with
+    its anchor. Never a key, never a secret in the clear. The messages'
+    `data`, concatenated in order, are the backup file; restore it with
+    `vault-server restore`. If the audit chain does not verify, nothing is
+    streamed and the call answers FAILED_PRECONDITION.
+    """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     """Key management and imports, for operators. No call here returns a secret
@@ -315,5 +333,20 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_vault_pb2.VerifyAuditResponse, _abc.Awaitable[_vault_pb2.VerifyAuditResponse]]:
         """Checks the whole audit chain and names the first event that breaks it."""
+
+    @_abc_1.abstractmethod
+    def Backup(
+        self,
+        request: _vault_pb2.BackupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_vault_pb2.BackupChunk], _abc.AsyncIterator[_vault_pb2.BackupChunk]]:
+        """Streams a backup of the whole store as it was at one moment, while the
+        vault keeps serving: every credential record (ciphertext and non-secret
+        fields), the key canaries, and the audit chain up to that moment with
+        its anchor. Never a key, never a secret in the clear. The messages'
+        `data`, concatenated in order, are the backup file; restore it with
+        `vault-server restore`. If the audit chain does not verify, nothing is
+        streamed and the call answers FAILED_PRECONDITION.
+        """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
