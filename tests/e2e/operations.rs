@@ -220,3 +220,66 @@ async fn vaultctl_prints_json_for_scripts_and_exits_with_documented_codes() {
     let usage = vault.vaultctl("api", &["get", "--user", "user-json"]);
     assert_eq!(usage.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn the_side_ports_are_bounded_and_cannot_starve_the_main_port() {
+    let (metrics_addr, probe_addr) = (free_port(), free_port());
+    let vault = TestVault::start_with(&[
+        "--metrics-listen",
+        &metrics_addr.to_string(),
+        "--health-listen",
+        &probe_addr.to_string(),
+    ]);
+
+    // Metrics: only GET /metrics.
+    let ask = |request: &str| {
+        let mut connection = TcpStream::connect(metrics_addr).unwrap();
+        connection.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        connection.read_to_string(&mut response).unwrap();
+        response
+    };
+    assert!(ask("DELETE /metrics HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("HTTP/1.1 405"));
+    assert!(ask("GET /health HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("HTTP/1.1 404"));
+
+    // Many idle half-requests on the metrics port, and many idle HTTP/2
+    // connections on the health port: the main port still answers.
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        let mut metrics = TcpStream::connect(metrics_addr).unwrap();
+        metrics
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        idle.push(metrics);
+        let mut health = TcpStream::connect(probe_addr).unwrap();
+        health
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .unwrap();
+        idle.push(health);
+    }
+    let started = std::time::Instant::now();
+    vault.client().await.list("nobody").await.unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+
+    // The health port advertises the same stream limit as the main port.
+    let mut raw = TcpStream::connect_timeout(&probe_addr, std::time::Duration::from_secs(30));
+    drop(idle);
+    let raw = raw.as_mut().unwrap();
+    raw.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    raw.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    let mut header = [0u8; 9];
+    raw.read_exact(&mut header).unwrap();
+    assert_eq!(header[3], 4, "the server's first frame is SETTINGS");
+    let mut payload = vec![0; usize::from(header[2]) | (usize::from(header[1]) << 8)];
+    raw.read_exact(&mut payload).unwrap();
+    let streams = payload
+        .chunks_exact(6)
+        .find(|setting| setting[..2] == [0, 3])
+        .map(|setting| u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]));
+    assert_eq!(
+        streams,
+        Some(vault_server::limits::MAX_STREAMS_PER_CONNECTION)
+    );
+}

@@ -216,9 +216,19 @@ impl FileConfig {
             path: path.display().to_string(),
             reason: err.to_string(),
         })?;
-        let mut config: Self = toml::from_str(&text).map_err(|err| SettingsError::ConfigFile {
-            path: path.display().to_string(),
-            reason: err.to_string(),
+        // The message and the line, never the offending text: a value put
+        // under the wrong key could be a key.
+        let mut config: Self = toml::from_str(&text).map_err(|err| {
+            let line = err
+                .span()
+                .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+            SettingsError::ConfigFile {
+                path: path.display().to_string(),
+                reason: match line {
+                    Some(line) => format!("line {line}: {}", err.message()),
+                    None => err.message().to_owned(),
+                },
+            }
         })?;
         if let Some(duration) = &config.max_call_duration {
             humantime::parse_duration(duration).map_err(|err| SettingsError::ConfigFile {

@@ -32,3 +32,16 @@ pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     file.sync_all()?;
     Ok(())
 }
+
+/// A path as it may be shown in an error. A "path" that spans lines or is
+/// very long is most likely a file's contents given where its path belongs
+/// (`VAULT_KEYRING="$(cat keyring)"`), and those contents may be a key:
+/// it is described, never echoed.
+pub fn shown(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    if text.contains(['\n', '\r']) || text.len() > 1024 {
+        "<a value that looks like a file's contents, not its path>".to_owned()
+    } else {
+        text.into_owned()
+    }
+}

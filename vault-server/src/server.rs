@@ -9,7 +9,6 @@ use anyhow::Context as _;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_stream::Stream;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::server::Connected;
 
 use crate::access::Policy;
@@ -89,8 +88,13 @@ pub async fn run(
     }
 
     if let Some(addr) = settings.metrics_listen {
-        crate::telemetry::serve(addr).with_context(|| format!("cannot serve metrics on {addr}"))?;
-        announce(&format!("metrics on http://{addr}/metrics"))?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        let bound = listener.local_addr()?;
+        crate::telemetry::serve(listener)
+            .with_context(|| format!("cannot serve metrics on {bound}"))?;
+        announce(&format!("metrics on http://{bound}/metrics"))?;
     }
     let health = Health::start(store.clone());
     if let Some(addr) = settings.health_listen {
@@ -101,7 +105,7 @@ pub async fn run(
             "health checks (plaintext gRPC) on {}",
             listener.local_addr()?
         ))?;
-        health.serve_plaintext(listener);
+        health.serve_plaintext(listener, settings.max_call_duration);
     }
 
     let listener = TcpListener::bind(settings.listen)
@@ -157,14 +161,7 @@ where
         let _ = stopping.send(());
     };
     let (vault, admin) = service.into_servers();
-    let serve = tonic::transport::Server::builder()
-        .max_concurrent_streams(limits::MAX_STREAMS_PER_CONNECTION)
-        .http2_max_header_list_size(limits::MAX_HEADER_LIST_BYTES)
-        .http2_max_pending_accept_reset_streams(Some(limits::MAX_PENDING_RESETS))
-        .http2_keepalive_interval(Some(limits::KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(limits::KEEPALIVE_TIMEOUT))
-        .tcp_nodelay(true)
-        .layer(CallLimitsLayer::new(settings.max_call_duration))
+    let serve = limited_server(settings.max_call_duration)
         .add_service(vault.max_decoding_message_size(limits::MAX_REQUEST_BYTES))
         .add_service(admin.max_decoding_message_size(limits::MAX_ADMIN_REQUEST_BYTES))
         .add_service(health.service())
@@ -222,7 +219,6 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// verified (it is started only then), and NOT_SERVING while the store
 /// refuses writes: a probe write and flush every few seconds tells.
 struct Health {
-    reporter: tonic_health::server::HealthReporter,
     service: tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
 }
 
@@ -260,7 +256,7 @@ impl Health {
                 crate::telemetry::sample(&store, writable);
             }
         });
-        Self { reporter, service }
+        Self { service }
     }
 
     /// The health service, for a server's router.
@@ -270,20 +266,48 @@ impl Health {
         self.service.clone()
     }
 
-    /// Serves only the health service, in plaintext, on `listener`.
-    fn serve_plaintext(&self, listener: TcpListener) {
+    /// Serves only the health service, in plaintext, on `listener`, with
+    /// the main port's HTTP/2 limits, few connections, and connections
+    /// recycled after a while: the port needs no certificate, so whoever
+    /// reaches it must not be able to hold memory or file handles.
+    fn serve_plaintext(&self, listener: TcpListener, max_call_duration: Duration) {
         let service = self.service();
-        let _keep = self.reporter.clone();
+        let incoming =
+            transport::serve_plaintext(listener, ConnectionSlots::new(HEALTH_CONNECTIONS));
         tokio::spawn(async move {
-            let served = tonic::transport::Server::builder()
+            let served = limited_server(max_call_duration)
+                .max_connection_age(HEALTH_CONNECTION_AGE)
                 .add_service(service)
-                .serve_with_incoming(TcpListenerStream::new(listener))
+                .serve_with_incoming(incoming)
                 .await;
             if let Err(err) = served {
                 tracing::error!(error = %err, "the health listener failed");
             }
         });
     }
+}
+
+/// Connections the plaintext health port serves at once.
+const HEALTH_CONNECTIONS: u32 = 16;
+
+/// How long a connection to the health port lives before the server asks
+/// the client to reconnect (probes make a connection per check anyway).
+const HEALTH_CONNECTION_AGE: Duration = Duration::from_secs(60);
+
+/// A tonic server with the HTTP/2 limits of [`limits`] and the call limits.
+fn limited_server(
+    max_call_duration: Duration,
+) -> tonic::transport::Server<
+    tower::layer::util::Stack<CallLimitsLayer, tower::layer::util::Identity>,
+> {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(limits::MAX_STREAMS_PER_CONNECTION)
+        .http2_max_header_list_size(limits::MAX_HEADER_LIST_BYTES)
+        .http2_max_pending_accept_reset_streams(Some(limits::MAX_PENDING_RESETS))
+        .http2_keepalive_interval(Some(limits::KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(limits::KEEPALIVE_TIMEOUT))
+        .tcp_nodelay(true)
+        .layer(CallLimitsLayer::new(max_call_duration))
 }
 
 /// The names the health service answers for: the whole server and each

@@ -16,7 +16,6 @@
 //! label. Without `--metrics-listen` no recorder is installed and every
 //! update here costs next to nothing.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
@@ -28,16 +27,76 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 30.0,
 ];
 
-/// Starts the HTTP listener for `/metrics` on `addr`. Call from within the
-/// runtime.
-pub fn serve(addr: SocketAddr) -> anyhow::Result<()> {
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
+/// Connections the metrics listener serves at once; more wait in the
+/// kernel's accept queue.
+const METRICS_CONNECTIONS: u32 = 8;
+
+/// How long a scrape may take from accept to the last byte.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Installs the recorder and serves `GET /metrics` on `listener` over
+/// HTTP/1.1, one request per connection, with few connections at once, a
+/// deadline on each, and back-off when accepting fails: a scraper, or
+/// anyone else who reaches the port, cannot starve the gRPC port of memory
+/// or file handles. Call from within the runtime.
+pub fn serve(listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full("vault_call_duration_seconds".into()),
             &LATENCY_BUCKETS,
         )?
-        .install()?;
+        .install_recorder()?;
+    describe();
+    let slots = crate::limits::ConnectionSlots::new(METRICS_CONNECTIONS);
+    tokio::spawn(async move {
+        loop {
+            let slot = slots.acquire().await;
+            let Some((tcp, _)) = crate::transport::accept(&listener).await else {
+                continue;
+            };
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let _slot = slot;
+                let service = hyper::service::service_fn(move |request| {
+                    let handle = handle.clone();
+                    async move { Ok::<_, std::convert::Infallible>(scrape(&handle, &request)) }
+                });
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(SCRAPE_TIMEOUT)
+                    .keep_alive(false)
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+                let _ = tokio::time::timeout(SCRAPE_TIMEOUT, connection).await;
+            });
+        }
+    });
+    Ok(())
+}
+
+/// The answer to one request: the metrics for `GET /metrics`, 404 or 405
+/// otherwise.
+fn scrape<B>(
+    handle: &metrics_exporter_prometheus::PrometheusHandle,
+    request: &http::Request<B>,
+) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+    let (status, body) = match (request.method(), request.uri().path()) {
+        (&http::Method::GET, "/metrics") => {
+            handle.run_upkeep();
+            (http::StatusCode::OK, handle.render())
+        }
+        (_, "/metrics") => (http::StatusCode::METHOD_NOT_ALLOWED, String::new()),
+        _ => (http::StatusCode::NOT_FOUND, String::new()),
+    };
+    let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
+
+fn describe() {
     metrics::describe_counter!(
         "vault_calls_total",
         "gRPC calls answered, by operation and outcome"
@@ -62,7 +121,6 @@ pub fn serve(addr: SocketAddr) -> anyhow::Result<()> {
         metrics::Unit::Bytes,
         "resident memory of the server"
     );
-    Ok(())
 }
 
 /// Counts one answered call.

@@ -112,7 +112,7 @@ fn read_certificates(
 fn file_error(what: &'static str, path: &Path, reason: impl ToString) -> TlsError {
     TlsError::File {
         what,
-        path: path.display().to_string(),
+        path: crate::files::shown(path),
         reason: reason.to_string(),
     }
 }
@@ -185,7 +185,7 @@ pub fn serve_plaintext(
 /// write waits for the client's delayed ACK of the previous one, which adds
 /// about 40 ms to any reply larger than one segment. On failure (usually too
 /// many open files) logs and backs off instead of spinning.
-async fn accept(listener: &TcpListener) -> Option<(TcpStream, std::net::SocketAddr)> {
+pub(crate) async fn accept(listener: &TcpListener) -> Option<(TcpStream, std::net::SocketAddr)> {
     match listener.accept().await {
         Ok(connection) => {
             if let Err(err) = connection.0.set_nodelay(true) {

@@ -38,6 +38,11 @@ pub enum IdentityError {
     /// The URI is not absolute.
     #[error("client certificate's URI subject alternative name is not an absolute URI")]
     RelativeUri,
+    /// The name holds spaces, control or non-ASCII characters, which no URI
+    /// or DNS name has and which could forge lines in logs and audit
+    /// listings.
+    #[error("client certificate's name holds characters no URI or DNS name has")]
+    BadCharacters,
 }
 
 impl Caller {
@@ -67,15 +72,25 @@ impl Caller {
             if !absolute {
                 return Err(IdentityError::RelativeUri);
             }
-            return Ok(Self(uri.to_owned()));
+            return Self::checked(uri.to_owned());
         }
         names
             .iter()
             .find_map(|name| match name {
-                GeneralName::DNSName(dns) if !dns.is_empty() => Some(Self(format!("dns:{dns}"))),
+                GeneralName::DNSName(dns) if !dns.is_empty() => Some(format!("dns:{dns}")),
                 _ => None,
             })
             .ok_or(IdentityError::NoName)
+            .and_then(Self::checked)
+    }
+
+    /// An identity made only of printable ASCII without spaces.
+    fn checked(identity: String) -> Result<Self, IdentityError> {
+        if identity.chars().all(|c| c.is_ascii_graphic()) {
+            Ok(Self(identity))
+        } else {
+            Err(IdentityError::BadCharacters)
+        }
     }
 
     /// The identity of callers on the plaintext listener.
@@ -143,6 +158,22 @@ mod tests {
             Caller::from_certificate(&der).unwrap().as_str(),
             "dns:spiffe://vault-dev/ops"
         );
+    }
+
+    #[test]
+    fn names_that_could_forge_log_lines_are_refused() {
+        for name in [
+            "spiffe://vault-dev/x\n2026-12-04 INFO call finished caller=spiffe://vault-dev/ops",
+            "spiffe://vault-dev/a b",
+            "spiffe://vault-dev/\u{1b}[2J",
+        ] {
+            let der = certificate(vec![SanType::URI(name.try_into().unwrap())]);
+            assert_eq!(
+                Caller::from_certificate(&der),
+                Err(IdentityError::BadCharacters),
+                "{name:?}"
+            );
+        }
     }
 
     #[test]

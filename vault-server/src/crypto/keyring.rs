@@ -193,8 +193,15 @@ impl fmt::Debug for LegacyKey {
 /// Whether `path` lies in the folder systemd hands a service its
 /// credentials in (`$CREDENTIALS_DIRECTORY`).
 fn in_systemd_credentials(path: &Path) -> bool {
-    std::env::var_os("CREDENTIALS_DIRECTORY")
-        .is_some_and(|dir| !dir.is_empty() && path.starts_with(Path::new(&dir)))
+    // Both resolved, so that `..` or a symbolic link cannot lead from that
+    // folder to a file elsewhere; the root is never such a folder.
+    let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
+        return false;
+    };
+    match (std::fs::canonicalize(&dir), std::fs::canonicalize(path)) {
+        (Ok(dir), Ok(path)) => dir.parent().is_some() && path.parent() == Some(dir.as_path()),
+        _ => false,
+    }
 }
 
 impl Keyring {
@@ -202,7 +209,7 @@ impl Keyring {
     /// users other than its owner can read.
     pub fn load(path: &Path) -> Result<Self, KeyringError> {
         let read_error = |source| KeyringError::Read {
-            path: path.display().to_string(),
+            path: crate::files::shown(path),
             source,
         };
         #[cfg(unix)]
@@ -222,7 +229,7 @@ impl Keyring {
             };
             if mode & forbidden != 0 {
                 return Err(KeyringError::TooOpen {
-                    path: path.display().to_string(),
+                    path: crate::files::shown(path),
                     mode: mode & 0o777,
                 });
             }
