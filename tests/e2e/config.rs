@@ -56,6 +56,7 @@ async fn check_config_passes_a_good_file_and_names_every_problem_of_a_bad_one() 
     let text = fs::read_to_string(&good)
         .unwrap()
         .replace(&format!("{:?}", layout.policy()), "\"missing-policy.toml\"")
+        .replace("listen = \"127.0.0.1:7400\"", "listen = \"0.0.0.0:7400\"")
         + "metrics_listen = \"127.0.0.1:7400\"\n";
     fs::write(&bad, text).unwrap();
     let (ok, text) = check_config(&bad);
@@ -70,7 +71,7 @@ async fn check_config_passes_a_good_file_and_names_every_problem_of_a_bad_one() 
         "{text}"
     );
     assert!(
-        text.contains("listen and metrics_listen are both 127.0.0.1:7400"),
+        text.contains("listen (0.0.0.0:7400) and metrics_listen (127.0.0.1:7400) share a port"),
         "{text}"
     );
 

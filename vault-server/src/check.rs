@@ -109,20 +109,25 @@ pub fn check_config(file: &Path) -> Report {
         let folder = path
             .parent()
             .filter(|parent| !parent.as_os_str().is_empty());
-        report.check(
-            format!("audit log {}", path.display()),
-            writable_folder(folder.unwrap_or(Path::new("."))),
-        );
+        let usable = if path.is_dir() {
+            Err("is a folder, not a file".to_owned())
+        } else {
+            writable_folder(folder.unwrap_or(Path::new(".")))
+        };
+        report.check(format!("audit log {}", path.display()), usable);
     }
     let mut addresses = vec![("listen", settings.listen)];
     addresses.extend(settings.health_listen.map(|addr| ("health_listen", addr)));
     addresses.extend(settings.metrics_listen.map(|addr| ("metrics_listen", addr)));
     for (n, (name, addr)) in addresses.iter().enumerate() {
         for (other, other_addr) in &addresses[n + 1..] {
-            if addr == other_addr && addr.port() != 0 {
-                report
-                    .problems
-                    .push(format!("{name} and {other} are both {addr}"));
+            let same_ip = addr.ip() == other_addr.ip()
+                || addr.ip().is_unspecified()
+                || other_addr.ip().is_unspecified();
+            if same_ip && addr.port() == other_addr.port() && addr.port() != 0 {
+                report.problems.push(format!(
+                    "{name} ({addr}) and {other} ({other_addr}) share a port"
+                ));
             }
         }
     }
