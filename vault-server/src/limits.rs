@@ -7,7 +7,7 @@
 //! | fields, secret, page size, import rows | see [`crate::credential`] and the service | request validation | `INVALID_ARGUMENT` |
 //! | call duration | `--max-call-duration` | [`CallLimitsLayer`] | `DEADLINE_EXCEEDED` |
 //! | streams per connection | [`MAX_STREAMS_PER_CONNECTION`] | HTTP/2 settings | stream refused (`UNAVAILABLE`) |
-//! | header block | [`MAX_HEADER_LIST_BYTES`] | HTTP/2 settings | stream refused |
+//! | header block | [`MAX_HEADER_LIST_BYTES`] | HTTP/2 settings | connection closed (`GOAWAY`) |
 //! | reset floods | [`MAX_PENDING_RESETS`] | HTTP/2 | connection closed (`GOAWAY`) |
 //! | connections | `--max-connections` | [`LimitedStream`] | waits in the accept queue |
 //! | TLS handshake | [`crate::transport::HANDSHAKE_TIMEOUT`] | the acceptor | connection closed |
@@ -110,20 +110,27 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let path = request.uri().path().to_owned();
+        let path = request.uri().path();
         let message_limit = if path.starts_with("/vault.v1.Admin/") {
             MAX_ADMIN_REQUEST_BYTES
         } else {
             MAX_REQUEST_BYTES
         };
-        let deadline = (!UNBOUNDED_CALLS.contains(&path.as_str())).then_some(self.max_duration);
+        let deadline = (!UNBOUNDED_CALLS.contains(&path)).then_some(self.max_duration);
+        // Kept for the log line of a call cut off; cloning a URI shares its
+        // bytes rather than copying them.
+        let uri = request.uri().clone();
         let call = self.inner.call(request);
         Box::pin(async move {
             let response = match deadline {
                 Some(limit) => match tokio::time::timeout(limit, call).await {
                     Ok(response) => response?,
                     Err(_) => {
-                        tracing::info!(path, ?limit, "call cut off at the server's time limit");
+                        tracing::info!(
+                            path = uri.path(),
+                            ?limit,
+                            "call cut off at the server's time limit"
+                        );
                         return Ok(Status::deadline_exceeded(format!(
                             "the call took longer than the server's limit of {}",
                             humantime::format_duration(limit)

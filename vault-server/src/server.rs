@@ -190,9 +190,7 @@ fn reflection_v1() -> anyhow::Result<
         impl tonic_reflection::server::v1::ServerReflection,
     >,
 > {
-    tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(vault_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    reflection()
         .build_v1()
         .context("cannot build the reflection service")
 }
@@ -203,11 +201,16 @@ fn reflection_v1alpha() -> anyhow::Result<
         impl tonic_reflection::server::v1alpha::ServerReflection,
     >,
 > {
+    reflection()
+        .build_v1alpha()
+        .context("cannot build the reflection service")
+}
+
+/// Reflection over the vault's API and the health service.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(vault_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .context("cannot build the reflection service")
 }
 
 /// How often the store's writability is probed for the health service and

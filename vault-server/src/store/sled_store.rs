@@ -726,7 +726,9 @@ mod tests {
         }
     }
 
-    fn record(owner: &str) -> Record {
+    /// A record of `owner` with a placeholder token; the snapshot tests
+    /// use it too.
+    pub(super) fn record(owner: &str) -> Record {
         Record {
             id: CredentialId::generate(),
             owner: UserId::parse("user_id", owner).unwrap(),

@@ -229,24 +229,9 @@ impl Restoring {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::record;
     use super::*;
     use crate::audit::AuditEvent;
-    use crate::credential::{CredentialId, Fields, OdooConnection, Record, SealedSecret, UserId};
-    use crate::crypto::fernet::Token;
-
-    fn record(owner: &str) -> Record {
-        Record {
-            id: CredentialId::generate(),
-            owner: UserId::parse("user_id", owner).unwrap(),
-            fields: Fields::Odoo(OdooConnection::new("https://o.example", "db", "me").unwrap()),
-            secret: SealedSecret {
-                key_version: 1,
-                token: Token::from_string("token".into()),
-            },
-            created_at: UnixMillis(1),
-            updated_at: UnixMillis(1),
-        }
-    }
 
     fn event() -> AuditEvent {
         AuditEvent {
